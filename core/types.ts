@@ -1,0 +1,101 @@
+/**
+ * The plugin interfaces. A plugin is one folder under plugins/ whose index exports
+ * `manifest: PluginManifest`; `create(options, context)` returns the object of its kind.
+ * The core knows these kinds, never a particular plugin.
+ */
+import type { Readable, Duplex } from 'node:stream';
+import type { Logger } from './log.js';
+
+export type PluginKind = 'storage' | 'codec' | 'cipher' | 'source' | 'exporter';
+
+export type JsonSchema = Record<string, unknown>;
+
+export interface PluginContext {
+  log: Logger;
+  /** Directory of the config file, for resolving relative paths in options. */
+  configDirectory: string;
+  /** The instance name in the config (`storages.<name>`, `keys.<name>`), or the plugin name. */
+  instanceName: string;
+}
+
+export interface PluginManifest<Kind extends PluginKind = PluginKind, Options = any, Instance = PluginInstance<Kind>> {
+  name: string;
+  kind: Kind;
+  /** JSON Schema for the options (the config block minus `plugin`). Validated by the registry. */
+  optionsSchema: JsonSchema;
+  create(options: Options, context: PluginContext): Instance | Promise<Instance>;
+}
+
+export type PluginInstance<Kind extends PluginKind> = Kind extends 'storage'
+  ? Storage
+  : Kind extends 'codec'
+    ? Codec
+    : Kind extends 'cipher'
+      ? Cipher
+      : Kind extends 'source'
+        ? unknown
+        : Kind extends 'exporter'
+          ? unknown
+          : never;
+
+// ---------------------------------------------------------------- storage
+
+export interface StorageObjectInfo {
+  key: string;
+  size: number;
+  lastModified: Date;
+}
+
+/**
+ * Keys are plain strings (`db1/wal_005/000000010000000000000001.lzo`), never starting with `/`.
+ * Retries, multipart and atomicity live inside the plugin:
+ * - `put` resolves only once the object is complete and visible; a reader never sees a partial object.
+ *   If `body` errors, nothing is left visible under `key`.
+ * - `get` resolves to `null` when the key does not exist ("not found" is not an error).
+ * - `list` yields every object whose key starts with `prefix` (any order; callers sort).
+ * - `delete` removes the keys given (missing keys are not an error), any number of them.
+ * Failures that outlast retries reject with WalrusError kind STORAGE.
+ */
+export interface Storage {
+  put(key: string, body: Readable, options?: PutOptions): Promise<void>;
+  get(key: string): Promise<Readable | null>;
+  head(key: string): Promise<StorageObjectInfo | null>;
+  list(prefix: string): AsyncIterable<StorageObjectInfo>;
+  delete(keys: string[]): Promise<void>;
+  /** Human description for logs: `file:///var/backups/walrus/`, `s3://bucket/`. Never secrets. */
+  describe(key?: string): string;
+  /** Release sockets, handles. Optional. */
+  close?(): Promise<void>;
+}
+
+export interface PutOptions {
+  /** Expected size in bytes when known (lets S3 skip multipart for small objects). */
+  size?: number;
+}
+
+// ---------------------------------------------------------------- codec & cipher
+
+/** A compression format. Streams are Node transform streams with back-pressure. */
+export interface Codec {
+  name: string;
+  /** Object-name suffix, e.g. `.lzo`. WAL-E's layout always uses `.lzo`. */
+  suffix: string;
+  compress(): Duplex;
+  /** Verifies the format's own checksums; a corrupt stream errors with WalrusError INTEGRITY. */
+  decompress(): Duplex;
+  /** True when `head` (the first bytes of an object, at least 16 if available) is this format. */
+  recognizes(head: Buffer): boolean;
+}
+
+export interface Cipher {
+  name: string;
+  encrypt(): Duplex;
+  /**
+   * Errors with WalrusError KEY on a wrong key/passphrase and INTEGRITY on a tampered stream.
+   * Bytes may be emitted before authentication completes: consumers must only commit
+   * (rename into place, write a sentinel) after the stream finished without error.
+   */
+  decrypt(): Duplex;
+  /** True when `head` looks like this cipher's output (e.g. an OpenPGP packet header). */
+  recognizes(head: Buffer): boolean;
+}
