@@ -99,3 +99,69 @@ export interface Cipher {
   /** True when `head` looks like this cipher's output (e.g. an OpenPGP packet header). */
   recognizes(head: Buffer): boolean;
 }
+
+// ---------------------------------------------------------------- source (PostgreSQL)
+
+/** One entry of a data directory to back up, as listed (sizes are those seen when listed). */
+export interface DataFile {
+  /** Path relative to the data directory, `/`-separated, no leading `/` (e.g. `base/1/1259`, `pg_wal`). */
+  relativePath: string;
+  absolutePath: string;
+  type: 'file' | 'directory' | 'symlink';
+  /** Bytes; 0 for directories and symlinks. The packer pads/truncates to this size. */
+  size: number;
+  mode: number;
+  mtime: Date;
+  /** For symlinks (tablespaces under pg_tblspc/): the link target. */
+  linkTarget?: string;
+}
+
+export interface ServerIdentity {
+  /** `select version()` text: goes into extended_version.txt. */
+  versionText: string;
+  /** server_version_num, e.g. 150018. */
+  versionNum: number;
+  systemIdentifier: string;
+  timeline: number;
+  dataDirectory: string;
+}
+
+export interface BackupStart {
+  startLsn: string;
+  /** WAL segment name holding the start LSN (timeline-qualified, 24 hex). */
+  startSegment: string;
+  /** Byte offset of the start LSN inside that segment. */
+  startOffset: number;
+  timeline: number;
+  startedAt: Date;
+}
+
+export interface BackupStop {
+  stopLsn: string;
+  stopSegment: string;
+  stopOffset: number;
+  /** Contents to write as `backup_label` into the backup (non-exclusive mode). */
+  backupLabel: string;
+  tablespaceMap: string | null;
+  stoppedAt: Date;
+}
+
+export interface TablespaceSpec {
+  /** pg_tblspc/<oid> link name. */
+  name: string;
+  /** Absolute location the link points to. */
+  loc: string;
+  /** `pg_tblspc/<oid>` */
+  link: string;
+}
+
+/** The `postgres` source plugin's instance: one held connection for the whole backup. */
+export interface BackupSource {
+  identify(): Promise<ServerIdentity>;
+  startBackup(label: string, options: { fast: boolean }): Promise<BackupStart>;
+  stopBackup(): Promise<BackupStop>;
+  /** Every entry to back up, WAL-E's exclusions applied, tablespaces followed. */
+  listDataFiles(dataDirectory: string): AsyncIterable<DataFile>;
+  tablespaces(dataDirectory: string): Promise<TablespaceSpec[]>;
+  close(): Promise<void>;
+}
