@@ -101,7 +101,7 @@ function handcraftLzop(data: Buffer, options: { flags: number; method?: number; 
   fixed.writeUInt8(0, 24);
   const headerSum = Buffer.alloc(4);
   headerSum.writeUInt32BE(flags & 0x1000 ? crc32(fixed) : adler32(fixed));
-  const parts = [LZOP_MAGIC, fixed, headerSum];
+  const parts: Buffer[] = [LZOP_MAGIC, fixed, headerSum];
   for (let i = 0; i < data.length; i += LZOP_BLOCK_SIZE) {
     const block = data.subarray(i, i + LZOP_BLOCK_SIZE);
     const compressed = lzoBinding.compress(block);
