@@ -69,7 +69,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const format = options.format ?? 'text';
   const textFormat = winston.format.printf((info) => {
     const lines = [`walrus ${String(info.level).toUpperCase().padEnd(8)} MSG: ${info.message}`];
-    if (info.detail) lines.push(`        DETAIL: ${info.detail}`);
+    if (info.detail) lines.push(`        DETAIL: ${String(info.detail).split('\n').join('\n                ')}`);
     if (info.hint) lines.push(`        HINT: ${info.hint}`);
     if (info.structured) lines.push(`        STRUCTURED: ${structuredLine(info.structured as LogFields['structured'])}`);
     return mask.apply(lines.join('\n'));
