@@ -266,7 +266,14 @@ function webTransformDuplex(
   const duplex = Duplex.from({ writable: input, readable: output });
   (async () => {
     const transformed = await transform(Readable.toWeb(input) as WebReadableStream<Uint8Array>);
-    await pipeline(Readable.fromWeb(transformed), output);
+    // map mid-stream errors here: piping straight into `output` would hand the raw error to the Duplex
+    await pipeline(async function* () {
+      try {
+        yield* Readable.fromWeb(transformed);
+      } catch (error) {
+        throw mapError(error);
+      }
+    }, output);
   })().catch((error: unknown) => {
     if (duplex.destroyed) return; // the consumer gave up first; nothing left to report to
     duplex.destroy(mapError(error));
