@@ -9,7 +9,7 @@ import { pathToFileURL } from 'node:url';
 import type { ValidateFunction } from 'ajv';
 import { WalrusError } from './errors.js';
 import { compileSchema, schemaProblems } from './config/schema-validation.js';
-import { ConfigError, formatYamlPath, type FleetConfig, type PluginBlock, type YamlPath } from './config/fleet-config.js';
+import { ConfigError, formatYamlPath, type ConfigProblem, type FleetConfig, type PluginBlock, type YamlPath } from './config/fleet-config.js';
 import type { Logger } from './log.js';
 import type { PluginInstance, PluginKind, PluginManifest } from './types.js';
 
@@ -139,4 +139,23 @@ export async function createCodec(spec: string, o: CreateOptions, yamlPath: Yaml
   }
   if (manifest.kind !== 'codec') throw fail(`plugin '${spec}' is a ${manifest.kind} plugin; compression needs a codec plugin (lzo, none)`);
   return (await manifest.create({}, { log: o.log, configDirectory: o.configDirectory, instanceName: spec })) as PluginInstance<'codec'>;
+}
+
+/** Every plugin block's manifest, kind and options, and every server's codec: all problems at once. */
+export async function fleetPluginProblems(fleet: FleetConfig): Promise<ConfigProblem[]> {
+  const problems: ConfigProblem[] = [];
+  const blocks = [
+    ...Object.values(fleet.storages).map((b) => ({ b, kind: 'storage' as const })),
+    ...Object.values(fleet.keys).map((b) => ({ b, kind: 'cipher' as const })),
+  ];
+  for (const { b, kind } of blocks) {
+    try {
+      const manifest = await loadManifest(b.plugin, fleet.directory, b.plugin);
+      if (manifest.kind !== kind) problems.push(fleet.problem([...b.yamlPath, 'plugin'], `plugin '${b.plugin}' is a ${manifest.kind} plugin; a ${kind} plugin is needed here`));
+      else problems.push(...pluginOptionProblems(fleet, manifest, b.options, b.yamlPath));
+    } catch (e) {
+      problems.push(fleet.problem([...b.yamlPath, 'plugin'], (e as Error).message.replace(/^plugin [^:]+: /, '')));
+    }
+  }
+  return problems;
 }

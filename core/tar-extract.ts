@@ -56,6 +56,8 @@ interface Extraction {
   root: string;
   tablespaces: Map<string, string>;
   verifiedTablespaces: Set<string>;
+  /** Directories already checked (the archive cannot turn them into links later: link entries are refused). */
+  verifiedDirectories: Set<string>;
   log?: Logger;
   fsync: boolean;
   /** Directories whose entries changed: fsynced at the end. */
@@ -73,6 +75,7 @@ export async function extractPartition(
     root: await dataDirectoryRoot(dataDirectory),
     tablespaces: tablespaceLocations(options.tablespaceMap ?? {}),
     verifiedTablespaces: new Set(),
+    verifiedDirectories: new Set(),
     log: options.log,
     fsync: options.fsync ?? true,
     touchedDirectories: new Set(),
@@ -222,7 +225,7 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
   }
   let written = 0;
   try {
-    await handle.chmod(0o600);
+    if (existing !== null) await handle.chmod(0o600); // a new file already has 0600 (umask only removes bits)
     try {
       for await (const chunk of stream) {
         let offset = 0;
@@ -317,6 +320,7 @@ async function ensureParents(extraction: Extraction, parts: string[], name: stri
 }
 
 async function ensureDirectory(extraction: Extraction, target: string, name: string): Promise<void> {
+  if (extraction.verifiedDirectories.has(target)) return;
   let existing = await lstatOrNull(target);
   if (existing === null) {
     try {
@@ -331,6 +335,7 @@ async function ensureDirectory(extraction: Extraction, target: string, name: str
   if (existing.isSymbolicLink()) throw refuse(name, `${relativeTo(extraction, target)} is a symbolic link; refusing to write through it`);
   if (!existing.isDirectory()) throw refuse(name, `${relativeTo(extraction, target)} is a ${describeType(existing)}, not a directory`);
   await chmod(target, 0o700);
+  extraction.verifiedDirectories.add(target);
 }
 
 /** `pg_tblspc/<oid>` as a link to the mapped location (made 0700 if missing). */

@@ -153,7 +153,7 @@ export function loadFleetConfig(file: string, options: LoadOptions = {}): FleetC
   }
 
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { lineCounter, prettyErrors: true, uniqueKeys: true });
   const lineOfOffset = (offset: number) => lineCounter.linePos(offset).line;
   const lineOf = (path: YamlPath): number | undefined => {
     // the deepest node that exists on the path; for a key, the key's own line
@@ -174,7 +174,7 @@ export function loadFleetConfig(file: string, options: LoadOptions = {}): FleetC
 
   if (doc.errors.length) {
     throw new ConfigError(
-      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line, path: '', message: `YAML syntax error: ${e.message.split('\n')[0]}` })),
+      doc.errors.map((e) => ({ file, line: e.linePos?.[0]?.line, path: '', message: `YAML syntax error: ${e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}` })),
     );
   }
   const raw = doc.toJS({ maxAliasCount: 100 }) as unknown;

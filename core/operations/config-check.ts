@@ -1,27 +1,8 @@
 /** `walrus config check FILE`: validate a fleet config and print what each server resolves to. */
 import { usageError } from '../errors.js';
-import { ConfigError, loadFleetConfig, formatProblem, type ConfigProblem, type FleetConfig } from '../config/fleet-config.js';
-import { createCodec, createPlugin, loadManifest, pluginOptionProblems } from '../registry.js';
+import { ConfigError, loadFleetConfig } from '../config/fleet-config.js';
+import { createCodec, createPlugin, fleetPluginProblems } from '../registry.js';
 import type { VerbRunner } from '../verbs.js';
-
-/** Validates every plugin block's options and every codec, collecting all problems. */
-async function pluginProblems(fleet: FleetConfig): Promise<ConfigProblem[]> {
-  const problems: ConfigProblem[] = [];
-  const blocks = [
-    ...Object.values(fleet.storages).map((b) => ({ b, kind: 'storage' as const })),
-    ...Object.values(fleet.keys).map((b) => ({ b, kind: 'cipher' as const })),
-  ];
-  for (const { b, kind } of blocks) {
-    try {
-      const manifest = await loadManifest(b.plugin, fleet.directory, b.plugin);
-      if (manifest.kind !== kind) problems.push(fleet.problem([...b.yamlPath, 'plugin'], `plugin '${b.plugin}' is a ${manifest.kind} plugin; a ${kind} plugin is needed here`));
-      else problems.push(...pluginOptionProblems(fleet, manifest, b.options, b.yamlPath));
-    } catch (e) {
-      problems.push(fleet.problem([...b.yamlPath, 'plugin'], (e as Error).message.replace(/^plugin [^:]+: /, '')));
-    }
-  }
-  return problems;
-}
 
 export const run: VerbRunner = async (ctx, positionals) => {
   if (positionals[0] !== 'check') throw usageError(`config: unknown action '${positionals[0]}' (only: config check [FILE])`);
@@ -29,7 +10,7 @@ export const run: VerbRunner = async (ctx, positionals) => {
   if (!file) throw usageError('config check: which file? walrus config check FILE');
   const fleet = loadFleetConfig(file, { env: ctx.env });
   ctx.log.addSecrets(fleet.secrets);
-  const problems = await pluginProblems(fleet);
+  const problems = await fleetPluginProblems(fleet);
   if (problems.length) throw new ConfigError(problems);
 
   const servers = [];
@@ -73,4 +54,3 @@ export const run: VerbRunner = async (ctx, positionals) => {
   ctx.out.write(lines.join('\n') + '\n');
 };
 
-export { formatProblem };
