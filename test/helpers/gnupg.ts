@@ -71,7 +71,8 @@ export async function createGnupgHome(): Promise<GnupgHome> {
   const gpg: GnupgHome['gpg'] = async (args, options = {}) => {
     const result = await run('gpg', ['--homedir', home, '--batch', '--no-tty', '--yes', ...args], env, options.input);
     if (result.code !== 0 && !options.allowFailure) {
-      throw new Error(`gpg ${args.filter((a) => !a.startsWith('--passphrase')).join(' ')} exited ${result.code}: ${result.stderr.trim()}`);
+      const shown = args.map((a, i) => (args[i - 1] === '--passphrase' ? '***' : a));
+      throw new Error(`gpg ${shown.join(' ')} exited ${result.code}: ${result.stderr.trim()}`);
     }
     return result;
   };
