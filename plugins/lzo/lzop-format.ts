@@ -271,6 +271,7 @@ export function lzopCompressStream(options: LzopCompressOptions = {}): Transform
 type ParseState =
   | { at: 'magic' }
   | { at: 'header' }
+  | { at: 'header-rest'; start: Buffer }
   | { at: 'name'; fixed: Buffer; length: number }
   | { at: 'block-length' }
   | { at: 'block-header'; dstLength: number }
@@ -285,8 +286,10 @@ interface BlockChecksums {
   cCrc32?: number;
 }
 
-/** Fixed header fields after the magic, through mtime_high (lzop ≥ 0.94 layout, no filter). */
-const FIXED_HEADER_LENGTH = 2 + 2 + 2 + 1 + 1 + 4 + 4 + 4 + 4;
+/** Header fields after the magic through flags: version, lib_version, version_needed, method, level, flags. */
+const HEADER_START_LENGTH = 2 + 2 + 2 + 1 + 1 + 4;
+/** Then [filter] mode, mtime_low, mtime_high, name length (lzop ≥ 0.94 layout). */
+const headerRestLength = (flags: number) => (flags & F_H_FILTER ? 4 : 0) + 4 + 4 + 4 + 1;
 
 class LzopDecompressor extends PacedTransform {
   private state: ParseState = { at: 'magic' };
@@ -325,10 +328,17 @@ class LzopDecompressor extends PacedTransform {
           break;
         }
         case 'header': {
-          if (this.input.length < FIXED_HEADER_LENGTH + 1) return null;
-          const fixed = this.consume(FIXED_HEADER_LENGTH + 1);
-          this.checkFixedHeader(fixed);
-          this.state = { at: 'name', fixed, length: fixed[FIXED_HEADER_LENGTH]! };
+          if (this.input.length < HEADER_START_LENGTH) return null;
+          const start = this.consume(HEADER_START_LENGTH);
+          this.checkVersions(start);
+          this.state = { at: 'header-rest', start };
+          break;
+        }
+        case 'header-rest': {
+          const restLength = headerRestLength(state.start.readUInt32BE(8));
+          if (this.input.length < restLength) return null;
+          const fixed = Buffer.concat([state.start, this.consume(restLength)]);
+          this.state = { at: 'name', fixed, length: fixed[fixed.length - 1]! };
           break;
         }
         case 'name': {
@@ -340,6 +350,8 @@ class LzopDecompressor extends PacedTransform {
           if (stored !== computed) {
             this.corrupt(`header checksum mismatch (stored ${hex(stored)}, computed ${hex(computed)})`);
           }
+          // Like lzop: method and flags are judged only once the header is known to be intact.
+          this.checkMethodAndFlags(state.fixed);
           this.block = 0;
           this.state = { at: 'block-length' };
           break;
@@ -410,21 +422,25 @@ class LzopDecompressor extends PacedTransform {
     }
   }
 
-  private checkFixedHeader(fixed: Buffer): void {
-    const version = fixed.readUInt16BE(0);
-    const needed = fixed.readUInt16BE(4);
-    const method = fixed.readUInt8(6);
-    const flags = fixed.readUInt32BE(8);
+  /** Before anything else: the layout of the rest of the header depends on these. */
+  private checkVersions(start: Buffer): void {
+    const version = start.readUInt16BE(0);
+    const needed = start.readUInt16BE(4);
     if (version < 0x0940) this.corrupt(`lzop version ${hex(version)} is older than 0.94, which walrus does not read`);
     if (needed > LZOP_VERSION || needed < 0x0900) {
       this.corrupt(`the file needs lzop version ${hex(needed)} to extract; walrus reads what lzop 1.04 reads`);
     }
+    this.flags = start.readUInt32BE(8); // the header checksum kind depends on F_H_CRC32
+  }
+
+  private checkMethodAndFlags(fixed: Buffer): void {
+    const method = fixed.readUInt8(6);
+    const flags = fixed.readUInt32BE(8);
     if (!LZO1X_METHODS.has(method)) this.corrupt(`unsupported compression method ${method} (only LZO1X methods 1, 2, 3)`);
     if (flags & F_RESERVED) this.corrupt(`reserved header flags set (${hex(flags)})`);
     if (flags & F_H_FILTER) this.corrupt('the file uses an lzop filter (F_H_FILTER), which walrus does not support');
     if (flags & F_H_EXTRA_FIELD) this.corrupt('the file has an extra header field (F_H_EXTRA_FIELD), which walrus does not support');
     if (flags & F_MULTIPART) this.corrupt('the file is a multipart lzop archive (F_MULTIPART), which walrus does not support');
-    this.flags = flags;
   }
 
   private decodeBlock(payload: Buffer, dstLength: number, sums: BlockChecksums): Buffer {
@@ -474,6 +490,7 @@ function describeState(state: ParseState, block: number): string {
   switch (state.at) {
     case 'magic':
     case 'header':
+    case 'header-rest':
     case 'name':
       return 'the header';
     case 'block-length':
