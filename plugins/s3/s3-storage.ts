@@ -317,7 +317,7 @@ export class S3Storage implements Storage {
           source.destroy();
           if (e instanceof WalrusError) throw e;
           if (attempt >= this.options.maxAttempts || expected === undefined || !etag)
-            throw this.failure('download', key, e, `${attempt} attempt(s), ${received} of ${expected ?? '?'} bytes received`);
+            throw this.failure('download', key, e, { attempts: attempt, detail: `the body broke off after ${received} of ${expected ?? '?'} bytes` });
           attempt++;
           this.log.warn(`download of ${this.describe(key)} broke off, resuming`, {
             detail: `${causeText(e)}; resuming at byte ${received} of ${expected} (attempt ${attempt} of ${this.options.maxAttempts})`,
@@ -343,7 +343,7 @@ export class S3Storage implements Storage {
           hint: 'another writer replaced the object; retry the command',
           cause: e,
         });
-      throw this.failure('download', key, e, `resuming at byte ${offset}`);
+      throw this.failure('download', key, e, { detail: `the body broke off; resuming at byte ${offset} failed` });
     }
     if (out.$metadata.httpStatusCode !== 206 || out.ContentLength !== expected - offset) {
       (out.Body as Readable | undefined)?.destroy();
@@ -423,11 +423,11 @@ export class S3Storage implements Storage {
       });
   }
 
-  private failure(action: string, key: string, e: unknown, extra?: string): WalrusError {
+  private failure(action: string, key: string, e: unknown, o: { attempts?: number; detail?: string } = {}): WalrusError {
     if (e instanceof WalrusError) return e;
     const err = e as SdkError;
-    const attempts = err?.$metadata?.attempts;
-    const tried = extra ?? (attempts ? `after ${attempts} attempt(s)` : undefined);
+    const attempts = o.attempts ?? err?.$metadata?.attempts;
+    const tried = attempts ? `after ${attempts} attempt(s)` : undefined;
     const target = this.describe(key);
     let hint: string;
     if (err?.name === 'NoSuchBucket' || err?.Code === 'NoSuchBucket')
@@ -442,7 +442,7 @@ export class S3Storage implements Storage {
       hint = `check that ${this.location} is reachable (endpoint, DNS, firewall, proxy); raise maxAttempts or requestTimeoutMs for a flaky link`;
     else if (err?.$fault === 'server' || (err?.$metadata?.httpStatusCode ?? 0) >= 500) hint = 'the S3 service failed; run the command again later';
     else hint = 'check the storage config; run with --debug for the stack';
-    return storageError(`${action} of ${target} failed${tried ? ` ${tried}` : ''}: ${causeText(e)}`, { hint, cause: e });
+    return storageError(`${action} of ${target} failed${tried ? ` ${tried}` : ''}: ${causeText(e)}`, { detail: o.detail, hint, cause: e });
   }
 }
 

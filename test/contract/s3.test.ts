@@ -122,9 +122,11 @@ describe('s3 storage: failures', { timeout: 60_000 }, () => {
     const s3 = await s3Server();
     const bucket = await s3.bucket();
     const secret = 'not-the-right-secret-0123456789';
-    const s = await createS3({ bucket, endpoint: s3.endpoint, secretAccessKey: secret, maxAttempts: 1 });
+    // s3rver checks the access key id of a SigV4 request but not its signature: a wrong key id it is.
+    const s = await createS3({ bucket, endpoint: s3.endpoint, accessKeyId: 'WALRUSWRONGKEY', secretAccessKey: secret, maxAttempts: 1 });
     try {
       const e = await assertStorageError(s.put('k', Readable.from([Buffer.from('x')])), /upload of/);
+      assert.match(e.message, /InvalidAccessKeyId/);
       assert.match(e.hint ?? '', /credentials/);
       assert.ok(!`${e.message} ${e.detail ?? ''} ${e.hint ?? ''}`.includes(secret), 'the secret appears in the error');
     } finally {
@@ -142,19 +144,22 @@ describe('s3 storage: failures', { timeout: 60_000 }, () => {
     const expected = await digest;
     await direct.close?.();
 
-    // A proxy that cuts each of the first `cuts` GET responses after ~1 MB.
+    // A proxy that cuts the next `cuts` responses after ~1 MB of each. Counted per response, not
+    // per connection: the SDK reuses keep-alive connections.
     let cuts = 0;
     const proxy = await tcpServer((client) => {
       const upstream = new NetSocket();
       upstream.connect(s3.port, '127.0.0.1');
-      client.pipe(upstream);
-      let forwarded = 0;
-      const cutThis = cuts > 0;
-      if (cutThis) cuts--;
+      let responseBytes = 0;
+      client.on('data', (d: Buffer) => {
+        responseBytes = 0; // a new request on this connection
+        upstream.write(d);
+      });
       upstream.on('data', (d: Buffer) => {
-        forwarded += d.length;
+        responseBytes += d.length;
         client.write(d);
-        if (cutThis && forwarded > 1024 * 1024) {
+        if (cuts > 0 && responseBytes > 1024 * 1024) {
+          cuts--;
           client.destroy();
           upstream.destroy();
         }
