@@ -195,6 +195,8 @@ async function writeEntry(pack: Pack, header: EntryHeader, body: AsyncIterable<B
   const done = new Promise<void>((resolve, reject) => {
     sink = pack.entry(header, (error) => (error ? reject(error) : resolve()));
   });
+  // Entry failures arrive through the callback above; without a listener streamx would throw them.
+  sink.on('error', () => undefined);
   if (body === null) return done;
   // A failure inside tar-stream ends `done` first; surface that instead of hanging on 'drain'.
   const failed = done.then(() => new Error('tar entry ended early'), (error) => error);
