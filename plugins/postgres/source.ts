@@ -74,6 +74,11 @@ export async function connectSource(connection: PostgresConnection, log: Logger)
     lostWith = e;
     log.warn('lost the PostgreSQL connection', { detail: `${where}: ${e.message}` });
   });
+  // pg_backup_stop explains itself in notices ("WAL archiving is not enabled ...", "all required WAL segments have been archived")
+  client.on('notice', (n) => {
+    const severity = (n as { severity?: string }).severity ?? 'NOTICE';
+    (severity === 'WARNING' ? log.warn : log.info)(`PostgreSQL ${severity.toLowerCase()}: ${n.message}`, { detail: where });
+  });
   try {
     await client.connect();
   } catch (e) {
