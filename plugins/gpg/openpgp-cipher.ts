@@ -85,16 +85,24 @@ export class OpenpgpCipher implements Cipher {
       };
       // The cipher suite follows the key's preferences; a key that advertises SEIPD v2 would get
       // AEAD, which GnuPG 2.2 cannot read. Dropping the AEAD algorithm forces SEIPD v1 + MDC.
-      const sessionKey = await openpgp.generateSessionKey({ encryptionKeys: publicKey, config });
       const message = await openpgp.createMessage({ binary: input, format: 'binary' });
-      const encrypted = await openpgp.encrypt({
-        message,
-        encryptionKeys: publicKey,
-        sessionKey: { data: sessionKey.data, algorithm: sessionKey.algorithm },
-        format: 'binary',
-        config,
-      });
-      return encrypted as unknown as WebReadableStream<Uint8Array>;
+      try {
+        const sessionKey = await openpgp.generateSessionKey({ encryptionKeys: publicKey, config });
+        const encrypted = await openpgp.encrypt({
+          message,
+          encryptionKeys: publicKey,
+          sessionKey: { data: sessionKey.data, algorithm: sessionKey.algorithm },
+          format: 'binary',
+          config,
+        });
+        return encrypted as unknown as WebReadableStream<Uint8Array>;
+      } catch (error) {
+        // nothing has been read yet: what fails here is the key (expired, revoked, no encryption subkey)
+        throw keyError(`cannot encrypt to key ${describeKey(publicKey)} of keys.${this.context.instanceName}: ${reasonOf(error)}`, {
+          hint: 'renew the key (or its encryption subkey) and export it again, or configure a valid key',
+          cause: error,
+        });
+      }
     }, (error) => this.encryptError(error));
   }
 

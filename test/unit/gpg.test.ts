@@ -270,6 +270,20 @@ describe('gpg cipher', () => {
       await assert.rejects(through(mixed.encrypt(), Buffer.from('x')), isWalrusError('KEY', /are different keys/));
     });
 
+    it('an expired public key: KEY when encrypting', async () => {
+      const openpgp = await import('openpgp');
+      const { publicKey } = await openpgp.generateKey({
+        type: 'ecc',
+        curve: 'curve25519Legacy',
+        userIDs: [{ name: 'expired key', email: 'expired@walrus-test.invalid' }],
+        date: new Date(Date.now() - 3600_000),
+        keyExpirationTime: 60,
+        format: 'armored',
+      });
+      const expired = await cipherWith({ publicKey });
+      await assert.rejects(through(expired.encrypt(), Buffer.from('x')), isWalrusError('KEY', /cannot encrypt to key/));
+    });
+
     it('key text that is not an armored key: KEY without echoing the text', async () => {
       const broken = await cipherWith({ publicKey: 'not a key at all', secretKey: 'secret garbage text', passphrase: 'p' });
       await assert.rejects(through(broken.encrypt(), Buffer.from('x')), isWalrusError('KEY', /publicKey is not a readable armored OpenPGP public key/));
@@ -310,6 +324,12 @@ describe('gpg cipher', () => {
         await assert.rejects(through(cipher.decrypt(), truncated), isWalrusError('INTEGRITY'));
       });
     }
+
+    it('input that is not OpenPGP (lzop output, text): INTEGRITY', async () => {
+      const lzop = await through(cipher.decrypt(), await readFile(join(FIXTURE, 'store/wal_005/00000001000000000000001E.lzo')));
+      await assert.rejects(through(cipher.decrypt(), lzop), isWalrusError('INTEGRITY'));
+      await assert.rejects(through(cipher.decrypt(), Buffer.from('hello, this is not a message\n'.repeat(100))), isWalrusError('INTEGRITY'));
+    });
 
     it('an empty object: INTEGRITY', async () => {
       await assert.rejects(through(cipher.decrypt(), Buffer.alloc(0)), isWalrusError('INTEGRITY'));
