@@ -1,7 +1,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import {
@@ -101,4 +102,29 @@ test('a process that dies with a running cluster still stops and removes it at e
   assert.equal(existsSync(tmpRoot), false, 'temp dir removed');
   const processes = spawnSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).stdout;
   assert.equal(processes.includes(tmpRoot), false, 'no postgres left running');
+});
+
+test('a copied data directory without its configuration files starts as its own cluster', async () => {
+  const source = await createCluster();
+  let copy: Awaited<ReturnType<typeof createCluster>> | undefined;
+  const target = await mkdtemp(join(tmpdir(), 'walrus-restored-'));
+  try {
+    await source.start();
+    await source.query('create table t (x int); insert into t values (42)');
+    await source.stop();
+    // what a restore leaves: files owned by root, no postgresql.conf / pg_hba.conf / pg_ident.conf
+    spawnSync('cp', ['-a', `${source.dataDirectory}/.`, target]);
+    for (const f of ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']) await rm(join(target, f));
+    spawnSync('chown', ['-R', 'root:root', target]);
+    copy = await createCluster({ dataDirectory: target });
+    assert.notEqual(copy.port, source.port);
+    await copy.start();
+    assert.equal(await copy.query('select x from t'), '42');
+    await copy.destroy();
+    assert.ok(existsSync(join(target, 'PG_VERSION')), 'destroy leaves a caller-owned data directory in place');
+  } finally {
+    await copy?.destroy();
+    await source.destroy();
+    await rm(target, { recursive: true, force: true });
+  }
 });
