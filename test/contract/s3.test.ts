@@ -193,3 +193,29 @@ async function readAllKeys(s: Storage, prefix: string): Promise<string[]> {
   for await (const o of s.list(prefix)) keys.push(o.key);
   return keys;
 }
+
+describe('s3 storage: process warnings', () => {
+  it("silences only the SDK's NodeVersionSupportWarning, not other warnings", async () => {
+    const { spawnSync } = await import('node:child_process');
+    const { fileURLToPath } = await import('node:url');
+    const pluginUrl = new URL('../../plugins/s3/index.ts', import.meta.url).href;
+    const logUrl = new URL('../../core/log.ts', import.meta.url).href;
+    const script = `
+      const { manifest } = await import(${JSON.stringify(pluginUrl)});
+      const { silentLogger } = await import(${JSON.stringify(logUrl)});
+      const s = await manifest.create({ bucket: 'walrus-warnings', region: 'us-east-1' }, { log: silentLogger, configDirectory: '.', instanceName: 't' });
+      await s.close();
+      process.emitWarning('walrus-test-other-warning');
+    `;
+    const env = { ...process.env };
+    delete env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED;
+    const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: fileURLToPath(new URL('../..', import.meta.url)),
+      env,
+      encoding: 'utf8',
+    });
+    assert.equal(run.status, 0, run.stderr);
+    assert.match(run.stderr, /walrus-test-other-warning/);
+    if (Number(process.versions.node.split('.')[0]) < 22) assert.doesNotMatch(run.stderr, /NodeVersionSupportWarning/);
+  });
+});
