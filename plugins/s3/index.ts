@@ -52,7 +52,7 @@ export const optionsSchema = {
   properties: {
     bucket: { type: 'string', minLength: 3, maxLength: 63, description: 'Bucket name.' },
     region: { type: 'string', minLength: 1, description: 'AWS region; default: the AWS chain (AWS_REGION, profile), or us-east-1 with a custom endpoint.' },
-    endpoint: { type: 'string', pattern: '^https?://[^\\s/]+(/.*)?$', description: 'Endpoint URL of an S3-compatible server.' },
+    endpoint: { type: 'string', pattern: '^https?://[^\\s/]+(/.*)?$', 'x-message': 'must be an http:// or https:// URL', description: 'Endpoint URL of an S3-compatible server.' },
     forcePathStyle: { type: 'boolean', description: 'Address buckets as http://host/bucket (most S3-compatible servers need this).' },
     accessKeyId: { type: 'string', minLength: 1, description: 'Static credentials; default: the AWS credential chain.' },
     secretAccessKey: { type: 'string', minLength: 1 },

@@ -33,9 +33,13 @@ server.run().then(
   (address) => process.stdout.write(JSON.stringify({ port: address.port }) + '\\n'),
   (error) => { process.stderr.write(String(error && error.stack || error) + '\\n'); process.exit(1); },
 );
-// the parent holds our stdin open; EOF means it is gone
-process.stdin.on('end', () => process.exit(0));
-process.stdin.on('error', () => process.exit(0));
+// the parent holds our stdin open; EOF means it is gone (maybe killed): clean up after it
+const orphaned = () => {
+  try { require('node:fs').rmSync(process.env.S3RVER_DIRECTORY, { recursive: true, force: true }); } catch {}
+  process.exit(0);
+};
+process.stdin.on('end', orphaned);
+process.stdin.on('error', orphaned);
 process.stdin.resume();
 `;
 
