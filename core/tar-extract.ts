@@ -99,6 +99,8 @@ export async function extractPartition(
   const closed = new Promise<void>((resolve) => extract.once('close', () => resolve()));
   extract.on('entry', (header: Header, stream, next) => {
     currentEntry = header.name;
+    // Its failure reaches us through iteration; an 'error' event without a listener would throw (as tar-stream's own iterator knows).
+    stream.on('error', () => undefined);
     if (typeof header.byteOffset === 'number') lastEntryEnd = header.byteOffset + roundUpToBlock(header.type === 'directory' ? 0 : header.size);
     pendingEntry = extractEntry(extraction, header, stream as unknown as EntryStream).then(
       () => {
@@ -236,8 +238,10 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
         written += chunk.length;
       }
     } catch (error) {
-      if (isWalrusError(error) || !isArchiveParseError(error)) throw error;
-      throw truncatedEntry(name, written, header.size);
+      // The entry stream fails when the archive stops short ("Unexpected end of data", or
+      // streamx's "Stream was destroyed"); a failing source is reported ahead of this anyway.
+      if (isWalrusError(error)) throw error;
+      throw truncatedEntry(name, written, header.size, error);
     }
     if (written !== header.size) throw truncatedEntry(name, written, header.size);
     await handle.utimes(header.mtime, header.mtime);
@@ -254,10 +258,11 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
   extraction.bytes += written;
 }
 
-function truncatedEntry(name: string, written: number, size: number): WalrusError {
+function truncatedEntry(name: string, written: number, size: number, cause?: unknown): WalrusError {
   return integrityError(`truncated archive: the tar stream ended inside ${JSON.stringify(name)}`, {
     detail: `${written} of ${size} bytes present; the partial file was removed.`,
     hint: 'The partition object is incomplete or corrupt: fetch it again, or restore another backup.',
+    cause,
   });
 }
 

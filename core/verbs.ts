@@ -54,6 +54,44 @@ export const VERBS: VerbSpec[] = [
     needsConfig: false,
     load: () => import('./operations/config-check.js'),
   },
+  {
+    name: 'wal-push',
+    summary: "archive one WAL file (PostgreSQL's archive_command)",
+    usage: 'wal-push WAL_PATH',
+    description:
+      'Compresses, encrypts and uploads one file PostgreSQL finished (segment, .history, .backup, .partial) and exits 0 only once the object is complete in storage. ' +
+      'An already archived file with the same content succeeds; with different content it is refused (exit 5). With poolSize > 1, the next .ready segments are pushed in parallel ' +
+      'and recorded in pg_wal/.walrus/pushed/ so that PostgreSQL\'s calls for them return at once; archive_status/ is never touched.',
+    examples: ["archive_command = '/opt/walrus/bin/walrus --config /etc/walrus/fleet.yaml --server db1 wal-push %p'"],
+    options: { 'pool-size': { type: 'string', valueName: 'N', description: 'segments pushed at once (default: poolSize from the config)' } },
+    positionals: { min: 1, max: 1 },
+    needsConfig: true,
+    load: () => import('./operations/wal-push.js'),
+  },
+  {
+    name: 'wal-fetch',
+    summary: "restore one WAL file (PostgreSQL's restore_command)",
+    usage: 'wal-fetch WAL_NAME DESTINATION',
+    description:
+      'Downloads, decrypts and decompresses one archived file to DESTINATION: written beside it, fsynced, renamed, so DESTINATION is whole or absent. ' +
+      'A file that is not archived exits 1 (PostgreSQL asks for such files routinely). During archive recovery a storage, key or integrity failure exits above 125 ' +
+      '(203, 204, 206) so that PostgreSQL stops instead of promoting past a hole. Starts a background prefetch of the next segments (prefetch in the config).',
+    examples: ["restore_command = '/opt/walrus/bin/walrus --config /etc/walrus/fleet.yaml --server db1 wal-fetch %f %p'"],
+    positionals: { min: 2, max: 2 },
+    needsConfig: true,
+    load: () => import('./operations/wal-fetch.js'),
+  },
+  {
+    name: 'wal-prefetch',
+    summary: 'download WAL segments ahead of recovery (started by wal-fetch; kept for WAL-E users)',
+    usage: 'wal-prefetch WAL_DIRECTORY SEGMENT [--count N]',
+    description: 'Downloads SEGMENT and the ones after it into WAL_DIRECTORY/.walrus/prefetch/, where wal-fetch picks them up. Stops at the first segment not archived yet.',
+    examples: ['walrus --config fleet.yaml --server db1 wal-prefetch /var/lib/postgresql/15/main/pg_wal 000000010000000000000042 --count 8'],
+    options: { count: { type: 'string', valueName: 'N', description: 'segments to fetch (default: prefetch from the config)' } },
+    positionals: { min: 2, max: 2 },
+    needsConfig: true,
+    load: () => import('./operations/wal-prefetch.js'),
+  },
 ];
 
 export function findVerb(name: string): VerbSpec | undefined {

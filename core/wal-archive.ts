@@ -1,0 +1,339 @@
+/**
+ * WAL archiving: push one file PostgreSQL finished (archive_command), fetch one back
+ * (restore_command), prefetch the next ones. PostgreSQL's own bookkeeping (archive_status/*.ready,
+ * *.done) is never touched: segments pushed ahead in parallel are recorded in pg_wal/.walrus/pushed/.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { createHash, randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { WalrusError, integrityError, notFound, refusedError, usageError } from './errors.js';
+import { isSegmentName, isWalFileName, nextSegmentName } from './layout.js';
+import { DigestTap, openObject, writeObject } from './pipeline.js';
+import type { ServerRuntime } from './runtime.js';
+
+/** walrus's own folder inside pg_wal (WAL-E used .wal-e/): push markers and prefetched segments. */
+export const WALRUS_FOLDER = '.walrus';
+const PUSHED = 'pushed';
+const PREFETCH = 'prefetch';
+/** A prefetched segment or push marker older than this is no longer useful. */
+const STALE_MS = 6 * 60 * 60 * 1000;
+
+async function fileSha256(path: string): Promise<{ sha256: string; size: number }> {
+  const tap = new DigestTap();
+  await pipeline(createReadStream(path), tap, new Writable({ write: (_c, _e, cb) => cb() }));
+  return { sha256: tap.digest(), size: tap.bytes };
+}
+
+async function streamSha256(stream: NodeJS.ReadableStream): Promise<{ sha256: string; size: number }> {
+  const tap = new DigestTap();
+  await pipeline(stream, tap, new Writable({ write: (_c, _e, cb) => cb() }));
+  return { sha256: tap.digest(), size: tap.bytes };
+}
+
+function rate(bytes: number, ms: number): string {
+  return ((bytes / 1024) / Math.max(ms / 1000, 0.001)).toFixed(1);
+}
+
+// ---------------------------------------------------------------------------------- push
+
+interface PushMarker {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  sha256: string;
+  key: string;
+}
+
+function markerPath(walDirectory: string, name: string) {
+  return join(walDirectory, WALRUS_FOLDER, PUSHED, name);
+}
+
+export type PushOutcome = 'archived' | 'already-archived' | 'pushed-ahead';
+
+/**
+ * If the archived copy exists: same content → fine; different → refuse (PostgreSQL's rule).
+ * Without the secret key an encrypted copy cannot be read back: then the stored size is compared
+ * with a fresh encoding of the local file (an RSA session key's length may differ by a byte).
+ */
+async function compareWithArchived(rt: ServerRuntime, path: string, name: string, key: string, storedSize: number): Promise<'same' | 'same-size'> {
+  const local = await fileSha256(path);
+  try {
+    const body = await openObject(rt.storage, key, rt);
+    if (!body) throw refusedError(`${rt.storage.describe(key)} vanished while being compared`);
+    const archived = await streamSha256(body);
+    if (archived.sha256 === local.sha256) return 'same';
+  } catch (e) {
+    if (!(e instanceof WalrusError) || e.kind !== 'KEY' || !rt.cipher) throw e;
+    const dryRun = await writeObject(
+      { put: async (_k, body) => void (await pipeline(body, new Writable({ write: (_c, _e, cb) => cb() }))), get: async () => null, head: async () => null, list: async function* () {}, delete: async () => {}, describe: () => 'dry-run' },
+      key,
+      createReadStream(path),
+      rt,
+    );
+    if (Math.abs(dryRun.storedBytes - storedSize) <= 8) return 'same-size';
+  }
+  throw refusedError(`${name} is already archived at ${rt.storage.describe(key)} with different content; refusing to overwrite it`, {
+    hint: 'two servers may share one prefix, or this server was restored without a new timeline: check prefixes in the fleet config',
+  });
+}
+
+/** Push one WAL file. `path` as PostgreSQL passes %p (relative to the data directory, the cwd). */
+export async function pushWalFile(rt: ServerRuntime, path: string, options: { recordAsPushedAhead?: boolean } = {}): Promise<PushOutcome> {
+  const name = basename(path);
+  if (!isWalFileName(name)) throw usageError(`'${path}' is not a WAL file name (segment, .history, .backup or .partial)`, { hint: "archive_command must pass %p: wal-push %p" });
+  let info;
+  try {
+    info = await stat(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`WAL file ${path} does not exist`, { hint: 'archive_command runs in the data directory and passes %p' });
+    throw e;
+  }
+  if (!info.isFile()) throw usageError(`WAL file ${path} is not a regular file`);
+  const walDirectory = dirname(path);
+  const key = rt.layout.walKey(name);
+
+  // Pushed ahead by an earlier call's parallel push? Then the check is cheap: same file, unchanged.
+  if (!options.recordAsPushedAhead) {
+    try {
+      const marker = JSON.parse(await readFile(markerPath(walDirectory, name), 'utf8')) as PushMarker;
+      if (marker.ino === info.ino && marker.size === info.size && marker.mtimeMs === info.mtimeMs && marker.key === key) {
+        await unlink(markerPath(walDirectory, name)).catch(() => {});
+        rt.log.info('WAL file was already archived by a parallel push', { detail: `${path} is at ${rt.storage.describe(key)}.`, structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', ahead: true } });
+        return 'already-archived';
+      }
+      await unlink(markerPath(walDirectory, name)).catch(() => {});
+    } catch {
+      /* no marker: push it */
+    }
+  }
+
+  const existing = await rt.storage.head(key);
+  if (existing) {
+    const how = await compareWithArchived(rt, path, name, key, existing.size);
+    rt.log.info('WAL file is already archived with the same content', {
+      detail: `${rt.storage.describe(key)} exists; ${how === 'same' ? 'its content equals' : 'no secret key here to read it back; its size matches an encoding of'} ${path}.`,
+      structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', duplicate: true },
+    });
+    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, key, '');
+    return 'already-archived';
+  }
+
+  const started = Date.now();
+  rt.log.info('begin archiving a file', {
+    detail: `Uploading "${path}" to "${rt.storage.describe(key)}".`,
+    structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, seg: name, state: 'begin' },
+  });
+  const written = await writeObject(rt.storage, key, createReadStream(path), rt);
+  if (written.contentBytes !== info.size) {
+    // PostgreSQL never changes a finished segment; a different size means the file was not finished.
+    await rt.storage.delete([key]).catch(() => {});
+    throw integrityError(`${path} changed size while being archived (${info.size} → ${written.contentBytes} bytes)`);
+  }
+  const ms = Date.now() - started;
+  rt.log.info('completed archiving to a file', {
+    detail: `Archiving to "${rt.storage.describe(key)}" complete at ${rate(written.contentBytes, ms)}KiB/s.`,
+    structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, rate: rate(written.contentBytes, ms), seg: name, state: 'complete' },
+  });
+  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, key, written.contentSha256);
+  return options.recordAsPushedAhead ? 'pushed-ahead' : 'archived';
+}
+
+async function recordPushedAhead(walDirectory: string, name: string, info: { ino: number; size: number; mtimeMs: number }, key: string, sha256: string) {
+  const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const marker: PushMarker = { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs, sha256, key };
+  const temp = join(dir, `.${name}.${randomBytes(4).toString('hex')}`);
+  await writeFile(temp, JSON.stringify(marker), { mode: 0o600 });
+  await rename(temp, join(dir, name));
+}
+
+/**
+ * The segments PostgreSQL has marked ready after `name`, oldest first, up to `count`: pushed in
+ * parallel with it. Only read archive_status/, never written.
+ */
+export async function readySegmentsAfter(walDirectory: string, name: string, count: number): Promise<string[]> {
+  if (count <= 0) return [];
+  let entries: string[];
+  try {
+    entries = await readdir(join(walDirectory, 'archive_status'));
+  } catch {
+    return [];
+  }
+  return entries
+    .filter((e) => e.endsWith('.ready'))
+    .map((e) => e.slice(0, -'.ready'.length))
+    .filter((n) => isSegmentName(n) && n > name)
+    .sort()
+    .slice(0, count);
+}
+
+/** Remove push markers for segments that are gone or old (PostgreSQL removed or recycled them). */
+export async function cleanPushMarkers(walDirectory: string): Promise<void> {
+  const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
+  let entries: string[];
+  try {
+    entries = await readdir(dir);
+  } catch {
+    return;
+  }
+  const now = Date.now();
+  for (const e of entries) {
+    const p = join(dir, e);
+    try {
+      const s = await stat(p);
+      const segmentGone = await stat(join(walDirectory, e)).then(() => false, () => true);
+      if (segmentGone || now - s.mtimeMs > STALE_MS || e.startsWith('.')) await rm(p, { force: true });
+    } catch {
+      /* raced with another cleaner */
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------- fetch
+
+/** Write `name` from storage to `dest` atomically: temp file beside it, fsync, rename. */
+export async function fetchWalFile(rt: ServerRuntime, name: string, dest: string): Promise<{ bytes: number }> {
+  if (!isWalFileName(name)) throw usageError(`'${name}' is not a WAL file name (segment, .history, .backup or .partial)`, { hint: 'restore_command must pass %f %p: wal-fetch %f %p' });
+  const destDirectory = dirname(dest);
+  await stat(destDirectory).catch((e: NodeJS.ErrnoException) => {
+    throw usageError(`destination directory ${destDirectory} does not exist (${e.code})`);
+  });
+  const key = rt.layout.walKey(name);
+  const started = Date.now();
+  const body = await openObject(rt.storage, key, rt);
+  if (!body) throw notFound(`WAL file ${name} is not in the archive (${rt.storage.describe(key)})`);
+  const bytes = await writeFileAtomically(body, dest, `${rt.storage.describe(key)}`);
+  const ms = Date.now() - started;
+  rt.log.info('completed download of a WAL file', {
+    detail: `Downloaded "${rt.storage.describe(key)}" to "${dest}" at ${rate(bytes, ms)}KiB/s.`,
+    structured: { action: 'wal-fetch', key: rt.storage.describe(key), seg: name, state: 'complete', rate: rate(bytes, ms) },
+  });
+  return { bytes };
+}
+
+/** Stream into a hidden temp file beside `dest`, fsync it, then rename: `dest` is whole or absent. */
+export async function writeFileAtomically(body: NodeJS.ReadableStream, dest: string, what: string): Promise<number> {
+  const temp = join(dirname(dest), `.${basename(dest)}.walrus-partial-${randomBytes(4).toString('hex')}`);
+  let bytes = 0;
+  try {
+    const counter = new DigestTap();
+    // flush: fsync before close, so the rename below never publishes unwritten data
+    await pipeline(body, counter, createWriteStream(temp, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: 1024 * 1024 }));
+    bytes = counter.bytes;
+    await rename(temp, dest);
+  } catch (e) {
+    await unlink(temp).catch(() => {});
+    if (e instanceof WalrusError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code && /^E[A-Z]+$/.test(code) && !['EPIPE', 'ECONNRESET'].includes(code)) throw e;
+    throw integrityError(`${what}: ${(e as Error).message}`, { cause: e });
+  }
+  await syncDirectory(dirname(dest));
+  return bytes;
+}
+
+async function syncDirectory(dir: string) {
+  const h = await open(dir, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------- prefetch
+
+export function prefetchDirectory(walDirectory: string) {
+  return join(walDirectory, WALRUS_FOLDER, PREFETCH);
+}
+
+/** A finished prefetched copy of `name`, moved into `dest`. True when it was there. */
+export async function takePrefetched(walDirectory: string, name: string, dest: string): Promise<boolean> {
+  const ready = join(prefetchDirectory(walDirectory), name);
+  try {
+    await rename(ready, dest);
+  } catch {
+    return false;
+  }
+  await syncDirectory(dirname(dest));
+  return true;
+}
+
+/** The `count` segments after `name` on its timeline. */
+export function segmentsAfter(name: string, count: number): string[] {
+  const out: string[] = [];
+  let n = name;
+  for (let i = 0; i < count; i++) out.push((n = nextSegmentName(n)));
+  return out;
+}
+
+/**
+ * Download segments into pg_wal/.walrus/prefetch/ (in progress under running/, claimed with an
+ * exclusive create so two prefetchers never fetch the same one). Missing segments end the run.
+ */
+export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, names: string[]): Promise<number> {
+  const dir = prefetchDirectory(walDirectory);
+  const running = join(dir, 'running');
+  await mkdir(running, { recursive: true, mode: 0o700 });
+  let fetched = 0;
+  const queue = [...names];
+  const worker = async () => {
+    for (let name = queue.shift(); name; name = queue.shift()) {
+      const done = join(dir, name);
+      if (await stat(done).then(() => true, () => false)) continue;
+      if (await stat(join(walDirectory, name)).then(() => true, () => false)) continue;
+      const claim = join(running, name);
+      let handle;
+      try {
+        handle = await open(claim, 'wx', 0o600);
+      } catch {
+        continue; // another prefetcher has it
+      }
+      await handle.close();
+      try {
+        const body = await openObject(rt.storage, rt.layout.walKey(name), rt);
+        if (!body) {
+          queue.length = 0; // the archive ends here for now
+          continue;
+        }
+        await writeFileAtomically(body, claim, rt.storage.describe(rt.layout.walKey(name)));
+        await rename(claim, done);
+        fetched++;
+      } catch (e) {
+        rt.log.debug(`prefetch of ${name} failed; wal-fetch will fetch it itself`, { detail: (e as Error).message });
+      } finally {
+        await rm(claim, { force: true }).catch(() => {});
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(rt.server.poolSize, names.length)) }, worker));
+  return fetched;
+}
+
+/** Remove prefetched segments at or before `name` (replayed or skipped) and stale claims. */
+export async function cleanPrefetched(walDirectory: string, name: string): Promise<void> {
+  const dir = prefetchDirectory(walDirectory);
+  const now = Date.now();
+  for (const sub of ['', 'running']) {
+    let entries: string[];
+    try {
+      entries = await readdir(join(dir, sub));
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      if (e === 'running') continue;
+      const p = join(dir, sub, e);
+      try {
+        const s = await stat(p);
+        const replayed = isSegmentName(e) && isSegmentName(name) && e.slice(0, 8) === name.slice(0, 8) && e <= name;
+        if (replayed || now - s.mtimeMs > STALE_MS || (sub === 'running' && now - s.mtimeMs > 10 * 60 * 1000)) await rm(p, { force: true });
+      } catch {
+        /* raced */
+      }
+    }
+  }
+}
