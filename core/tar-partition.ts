@@ -161,7 +161,7 @@ async function packMember(pack: Pack, file: DataFile, options: PackOptions): Pro
       await writeEntry(pack, { ...common, name: `${file.relativePath}/`, type: 'directory', mode: 0o700 }, null);
       return;
     case 'symlink': {
-      const linkname = file.linkTarget ?? (await readlink(file.absolutePath));
+      const linkname = file.linkTarget ?? (await readlink(file.absolutePath).catch((error) => Promise.reject(readError(file, error))));
       await writeEntry(pack, { ...common, name: file.relativePath, type: 'symlink', mode: 0o777, linkname }, null);
       return;
     }
