@@ -92,6 +92,143 @@ export const VERBS: VerbSpec[] = [
     needsConfig: true,
     load: () => import('./operations/wal-prefetch.js'),
   },
+  {
+    name: 'backup-push',
+    summary: 'take a base backup of a running server (or a stopped one with --while-offline)',
+    usage: 'backup-push [DATADIR] [--while-offline] [--pool-size N] [--rate-limit BYTES_PER_S] [--fast]',
+    description:
+      'Non-exclusive pg_backup_start/pg_backup_stop on one held connection; the data directory is packed into WAL-E tar partitions, ' +
+      'each streamed through compression and encryption to storage, several at once. extended_version.txt goes first, the stop sentinel last: ' +
+      'a backup without its sentinel does not exist. Waits until the stop segment is archived. Progress on a TTY.',
+    examples: ['walrus --config fleet.yaml --server db1 backup-push', 'walrus --config fleet.yaml --server db1 backup-push /var/lib/postgresql/15/main --pool-size 2'],
+    options: {
+      'while-offline': { type: 'boolean', description: 'back up a cleanly stopped cluster (reads pg_controldata)' },
+      'pool-size': { type: 'string', valueName: 'N', description: 'partitions uploaded at once (default: poolSize)' },
+      'rate-limit': { type: 'string', valueName: 'BYTES_PER_S', description: 'cap on reading the data directory' },
+      fast: { type: 'boolean', description: 'request an immediate checkpoint (default: spread)' },
+      json: JSON_OPTION,
+    },
+    positionals: { min: 0, max: 1 },
+    needsConfig: true,
+    load: () => import('./operations/backup-push.js'),
+  },
+  {
+    name: 'backup-list',
+    summary: 'list base backups, oldest first, as WAL-E names them',
+    usage: 'backup-list [QUERY] [--detail] [--json]',
+    description: "Only backups with a stop sentinel are listed. Columns: WAL-E's (name, last_modified, expanded_size_bytes, start/stop segment and offset); --detail fills the sentinel fields. QUERY: a name or LATEST.",
+    examples: ['walrus --config fleet.yaml --server db1 backup-list', 'walrus --config fleet.yaml --server db1 backup-list LATEST --json'],
+    options: { detail: { type: 'boolean', description: 'read each sentinel for sizes and stop positions' }, json: JSON_OPTION },
+    positionals: { min: 0, max: 1 },
+    needsConfig: true,
+    load: () => import('./operations/backup-list.js'),
+  },
+  {
+    name: 'backup-fetch',
+    summary: 'restore a base backup into an empty directory',
+    usage: 'backup-fetch DATADIR NAME|LATEST [--restore-spec FILE] [--pool-size N]',
+    description:
+      'Refuses a non-empty DATADIR. Partitions are fetched in parallel; entries that would land outside DATADIR are refused; directories 0700, files 0600; ' +
+      'everything is fsynced before success; the directories a backup leaves out (pg_wal, ...) are recreated. Tablespaces go where the sentinel says, or where --restore-spec says.',
+    examples: ['walrus --config fleet.yaml --server db1 backup-fetch /var/lib/postgresql/15/main LATEST'],
+    options: {
+      'restore-spec': { type: 'string', valueName: 'FILE', description: 'JSON mapping tablespaces to new locations (WAL-E format)' },
+      'pool-size': { type: 'string', valueName: 'N', description: 'partitions fetched at once (default: poolSize)' },
+      json: JSON_OPTION,
+    },
+    positionals: { min: 2, max: 2 },
+    needsConfig: true,
+    load: () => import('./operations/backup-fetch.js'),
+  },
+  {
+    name: 'delete',
+    summary: 'prune backups and the WAL no retained backup needs (dry run unless --confirm)',
+    usage: 'delete [--confirm] retain N | before NAME | everything | old-versions',
+    description:
+      'retain N keeps the N newest backups; before NAME removes backups older than NAME. WAL older than the oldest retained backup\'s start segment goes too, never more. ' +
+      'Leftovers of interrupted backups (no sentinel) are removed when older than the newest complete backup, or all of them with --include-incomplete. Without --confirm, lists what would go.',
+    examples: ['walrus --config fleet.yaml --server db1 delete retain 8', 'walrus --config fleet.yaml --server db1 delete --confirm retain 8'],
+    options: {
+      confirm: { type: 'boolean', description: 'really delete (default: dry run)' },
+      'include-incomplete': { type: 'boolean', description: 'also remove every backup without a sentinel (none may be running!)' },
+      json: JSON_OPTION,
+    },
+    positionals: { min: 1, max: 2 },
+    needsConfig: true,
+    load: () => import('./operations/delete.js'),
+  },
+  {
+    name: 'restore',
+    summary: 'point-in-time restore in one verb: pick, fetch, configure recovery',
+    usage: 'restore DATADIR [--target-time T | --target-lsn L | --target-name N | --target-immediate] [--backup NAME] [--standby]',
+    description:
+      'Picks the newest backup that finished before the target (or --backup), fetches it, writes recovery.signal (or standby.signal), puts restore_command and the target into postgresql.auto.conf, ' +
+      'supplies minimal configuration files when the backup has none, and prints what to run next.',
+    examples: ["walrus --config fleet.yaml --server db1 restore /var/lib/postgresql/15/main --target-time '2026-11-24 06:00:00+00'"],
+    options: {
+      'target-time': { type: 'string', valueName: 'TIME', description: 'recovery_target_time' },
+      'target-lsn': { type: 'string', valueName: 'LSN', description: 'recovery_target_lsn' },
+      'target-name': { type: 'string', valueName: 'NAME', description: 'recovery_target_name (a restore point)' },
+      'target-immediate': { type: 'boolean', description: 'stop as soon as the backup is consistent' },
+      backup: { type: 'string', valueName: 'NAME', description: 'restore this backup instead of choosing one' },
+      standby: { type: 'boolean', description: 'write standby.signal instead of recovery.signal' },
+      json: JSON_OPTION,
+    },
+    positionals: { min: 1, max: 1 },
+    needsConfig: true,
+    load: () => import('./operations/restore.js'),
+  },
+  {
+    name: 'verify',
+    summary: 'check every object of every backup and the WAL chain; --drill restores and starts a scratch cluster',
+    usage: 'verify [--json] [--drill [--backup NAME] [--sql QUERY]]',
+    description:
+      'For every backup: each object exists, decrypts and decompresses with checksums matching the sentinel; the WAL from its start to its stop is archived; the WAL from the oldest backup to the newest segment has no gap. ' +
+      '--drill restores the latest (or named) backup into a scratch directory, starts PostgreSQL on a free port, waits for consistency, runs a check query, reports, and cleans up.',
+    examples: ['walrus --config fleet.yaml --server db1 verify', 'walrus --config fleet.yaml --server db1 verify --drill --json'],
+    options: {
+      drill: { type: 'boolean', description: 'restore into a scratch cluster, start it, query it' },
+      backup: { type: 'string', valueName: 'NAME', description: 'backup to drill (default LATEST)' },
+      sql: { type: 'string', valueName: 'QUERY', description: 'check query for the drill' },
+      json: JSON_OPTION,
+    },
+    positionals: { min: 0, max: 0 },
+    needsConfig: true,
+    load: () => import('./operations/verify.js'),
+  },
+  {
+    name: 'export-cron',
+    summary: "print the crontab lines for every server's backup and retention schedules",
+    usage: 'export-cron [--format crontab|cron.d|systemd]',
+    examples: ['walrus --config /etc/walrus/fleet.yaml export-cron | crontab -u postgres -', 'walrus --config /etc/walrus/fleet.yaml export-cron --format cron.d > /etc/cron.d/walrus'],
+    options: { format: { type: 'string', valueName: 'FORMAT', description: 'crontab (default), cron.d (with user column) or systemd (timer + service units)' } },
+    positionals: { min: 0, max: 0 },
+    needsConfig: true,
+    fleetWide: true,
+    load: () => import('./operations/export-cron.js'),
+  },
+  {
+    name: 'export-pg',
+    summary: 'print the postgresql.conf lines for a server (archive_command, restore_command, ...)',
+    usage: 'export-pg SERVER',
+    examples: ['walrus --config /etc/walrus/fleet.yaml export-pg db1 >> /etc/postgresql/15/main/conf.d/walrus.conf'],
+    positionals: { min: 1, max: 1 },
+    needsConfig: true,
+    fleetWide: true,
+    load: () => import('./operations/export-pg.js'),
+  },
+  {
+    name: 'status',
+    summary: "freshness of each server's archive and backups (for monitoring)",
+    usage: 'status [--json] [--prometheus FILE]',
+    description: 'Per server: last archived segment and its age, last backup and its age, backups versus retention, storage used. Exits 1... see README: non-zero when an age threshold (status.maxArchiveAgeMinutes, status.maxBackupAgeHours) is passed.',
+    examples: ['walrus --config /etc/walrus/fleet.yaml status', 'walrus --config /etc/walrus/fleet.yaml status --prometheus /var/lib/node_exporter/walrus.prom'],
+    options: { json: JSON_OPTION, prometheus: { type: 'string', valueName: 'FILE', description: 'also write node_exporter textfile metrics' } },
+    positionals: { min: 0, max: 0 },
+    needsConfig: true,
+    fleetWide: true,
+    load: () => import('./operations/status.js'),
+  },
 ];
 
 export function findVerb(name: string): VerbSpec | undefined {
