@@ -9,7 +9,7 @@
  * All integers big-endian. src_len == dst_len means the block is stored uncompressed.
  * Block compression itself is LZO1X-1 from the native `lzo` binding (the same method lzop uses by default).
  */
-import { Transform, type TransformCallback } from 'node:stream';
+import { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import { crc32 } from 'node:zlib';
 import { integrityError } from '../../core/errors.js';
@@ -139,60 +139,32 @@ class ByteQueue {
   }
 }
 
-// ---------------------------------------------------------------- paced transform
+// ---------------------------------------------------------------- paced coder
 
 /**
- * A transform that produces its output one piece (one block) at a time and stops producing when the
- * reader is not keeping up, so the readable side holds at most one block beyond its high-water mark
- * even when one input chunk carries many blocks.
+ * A coder that produces its output one piece (one block) at a time. It runs as an async generator
+ * behind Duplex.from, so the next block is made only when the reader asks for it: however large
+ * one input chunk is, at most the readable side's buffer is held beyond the block being made.
+ * (An earlier Transform subclass that paused inside _read stalled on some chunk sizes.)
  */
-abstract class PacedTransform extends Transform {
+abstract class PacedCoder {
   protected readonly input = new ByteQueue();
-  private continueProducing: (() => void) | undefined;
 
   /** The next piece of output, or null when more input is needed. Throws WalrusError on bad input. */
   protected abstract next(): Buffer | null;
   /** What to emit at end of input, after every `next()` has returned null. */
   protected abstract finish(): Buffer | null;
 
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.input.push(chunk);
-    this.produce(callback);
-  }
-
-  private produce(callback: TransformCallback): void {
-    try {
-      for (;;) {
-        const out = this.next();
-        if (out === null) return callback();
-        if (!this.push(out)) {
-          this.continueProducing = () => this.produce(callback);
-          return;
-        }
+  toStream(): Duplex {
+    const coder = this;
+    return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
+      for await (const chunk of source) {
+        coder.input.push(chunk);
+        for (let out = coder.next(); out !== null; out = coder.next()) yield out;
       }
-    } catch (error) {
-      callback(error as Error);
-    }
-  }
-
-  override _read(size: number): void {
-    const continueProducing = this.continueProducing;
-    if (continueProducing) {
-      this.continueProducing = undefined;
-      continueProducing();
-    } else {
-      super._read(size);
-    }
-  }
-
-  override _flush(callback: TransformCallback): void {
-    try {
-      const out = this.finish();
-      if (out) this.push(out);
-      callback();
-    } catch (error) {
-      callback(error as Error);
-    }
+      const last = coder.finish();
+      if (last) yield last;
+    });
   }
 }
 
@@ -236,7 +208,7 @@ export function lzopBlock(data: Buffer): Buffer {
   return block;
 }
 
-class LzopCompressor extends PacedTransform {
+class LzopCompressor extends PacedCoder {
   private headerWritten = false;
 
   constructor(private readonly options: LzopCompressOptions) {
@@ -261,8 +233,8 @@ class LzopCompressor extends PacedTransform {
   }
 }
 
-export function lzopCompressStream(options: LzopCompressOptions = {}): Transform {
-  return new LzopCompressor(options);
+export function lzopCompressStream(options: LzopCompressOptions = {}): Duplex {
+  return new LzopCompressor(options).toStream();
 }
 
 // ---------------------------------------------------------------- decompress
@@ -291,7 +263,7 @@ const HEADER_START_LENGTH = 2 + 2 + 2 + 1 + 1 + 4;
 /** Then [filter] mode, mtime_low, mtime_high, name length (lzop ≥ 0.94 layout). */
 const headerRestLength = (flags: number) => (flags & F_H_FILTER ? 4 : 0) + 4 + 4 + 4 + 1;
 
-class LzopDecompressor extends PacedTransform {
+class LzopDecompressor extends PacedCoder {
   private state: ParseState = { at: 'magic' };
   private flags = 0;
   private members = 0;
@@ -500,8 +472,8 @@ function describeState(state: ParseState, block: number): string {
   }
 }
 
-export function lzopDecompressStream(): Transform {
-  return new LzopDecompressor();
+export function lzopDecompressStream(): Duplex {
+  return new LzopDecompressor().toStream();
 }
 
 /** True when `head` starts with the 9-byte lzop magic (anything shorter cannot be an lzop file). */
