@@ -19,6 +19,8 @@ export const EXIT = {
   KEY: 6,
   /** A PostgreSQL server call failed (connection refused, backup functions failed). */
   DATABASE: 7,
+  /** A local file could not be read or written (permissions, disk full) in the data directory or restore target. */
+  LOCAL_IO: 10,
   /** A bug or an unexpected condition; run with --debug for the stack. */
   INTERNAL: 9,
   /**
@@ -65,6 +67,7 @@ export const storageError = (message: string, o?: WalrusErrorOptions) => new Wal
 export const integrityError = (message: string, o?: WalrusErrorOptions) => new WalrusError('INTEGRITY', message, o);
 export const refusedError = (message: string, o?: WalrusErrorOptions) => new WalrusError('REFUSED', message, o);
 export const keyError = (message: string, o?: WalrusErrorOptions) => new WalrusError('KEY', message, o);
+export const localIoError = (message: string, o?: WalrusErrorOptions) => new WalrusError('LOCAL_IO', message, o);
 export const databaseError = (message: string, o?: WalrusErrorOptions) => new WalrusError('DATABASE', message, o);
 
 export function isWalrusError(e: unknown): e is WalrusError {
@@ -81,6 +84,7 @@ export const EXIT_CODE_DESCRIPTIONS: Record<ErrorKind | 'OK', string> = {
   REFUSED: 'refused: archived copy differs, target not empty, or similar',
   KEY: 'wrong key or passphrase',
   DATABASE: 'PostgreSQL call failed',
+  LOCAL_IO: 'local file system error (permission denied, disk full) reading the data directory or writing a restore',
   INTERNAL: 'internal error (a bug: run with --debug)',
   RECOVERY_STORAGE: 'wal-fetch during archive recovery: storage failure (above 125: PostgreSQL stops instead of promoting)',
   RECOVERY_INTEGRITY: 'wal-fetch during archive recovery: integrity failure',

@@ -441,7 +441,7 @@ function entryError(extraction: Extraction, name: string, error: unknown): unkno
   if (isWalrusError(error) || isArchiveParseError(error)) return error;
   const code = (error as NodeJS.ErrnoException)?.code;
   if (typeof code === 'string' && (error as NodeJS.ErrnoException).syscall) {
-    return new WalrusError('INTERNAL', `cannot write ${JSON.stringify(name)} into ${extraction.root}: ${code}`, {
+    return new WalrusError('LOCAL_IO', `cannot write ${JSON.stringify(name)} into ${extraction.root}: ${code}`, {
       hint: 'Check free space and that walrus runs as the owner of the data directory.',
       cause: error,
     });

@@ -268,7 +268,7 @@ async function* listedSizeChunks(file: DataFile, options: PackOptions): AsyncGen
 
 function readError(file: DataFile, error: unknown): WalrusError {
   const code = (error as NodeJS.ErrnoException).code ?? String(error);
-  return new WalrusError('INTERNAL', `cannot read ${file.relativePath} for the base backup: ${code}`, {
+  return new WalrusError('LOCAL_IO', `cannot read ${file.relativePath} for the base backup: ${code}`, {
     detail: `path "${file.absolutePath}"`,
     hint: 'Run walrus as the operating-system user that owns the PostgreSQL data directory.',
     cause: error,
