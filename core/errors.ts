@@ -19,10 +19,10 @@ export const EXIT = {
   KEY: 6,
   /** A PostgreSQL server call failed (connection refused, backup functions failed). */
   DATABASE: 7,
-  /** A local file could not be read or written (permissions, disk full) in the data directory or restore target. */
-  LOCAL_IO: 10,
   /** A bug or an unexpected condition; run with --debug for the stack. */
   INTERNAL: 9,
+  /** A local file could not be read or written (permissions, disk full) in the data directory or restore target. */
+  LOCAL_IO: 10,
   /**
    * wal-fetch during archive recovery: storage or integrity failure. PostgreSQL treats any
    * exit status above 125 as fatal and stops recovery instead of promoting past a hole.
@@ -84,8 +84,8 @@ export const EXIT_CODE_DESCRIPTIONS: Record<ErrorKind | 'OK', string> = {
   REFUSED: 'refused: archived copy differs, target not empty, or similar',
   KEY: 'wrong key or passphrase',
   DATABASE: 'PostgreSQL call failed',
-  LOCAL_IO: 'local file system error (permission denied, disk full) reading the data directory or writing a restore',
   INTERNAL: 'internal error (a bug: run with --debug)',
+  LOCAL_IO: 'local file system error (permission denied, disk full) reading the data directory or writing a restore',
   RECOVERY_STORAGE: 'wal-fetch during archive recovery: storage failure (above 125: PostgreSQL stops instead of promoting)',
   RECOVERY_INTEGRITY: 'wal-fetch during archive recovery: integrity failure',
   RECOVERY_KEY: 'wal-fetch during archive recovery: wrong key or passphrase',
