@@ -19,6 +19,8 @@ export const EXIT = {
   KEY: 6,
   /** A PostgreSQL server call failed (connection refused, backup functions failed). */
   DATABASE: 7,
+  /** `status`: a server's newest archived WAL or newest backup is older than its threshold (or there is none). */
+  STALE: 8,
   /** A bug or an unexpected condition; run with --debug for the stack. */
   INTERNAL: 9,
   /** A local file could not be read or written (permissions, disk full) in the data directory or restore target. */
@@ -84,6 +86,7 @@ export const EXIT_CODE_DESCRIPTIONS: Record<ErrorKind | 'OK', string> = {
   REFUSED: 'refused: archived copy differs, target not empty, or similar',
   KEY: 'wrong key or passphrase',
   DATABASE: 'PostgreSQL call failed',
+  STALE: 'status: archive or backups older than the thresholds (status.maxArchiveAgeMinutes, status.maxBackupAgeHours), or none at all',
   INTERNAL: 'internal error (a bug: run with --debug)',
   LOCAL_IO: 'local file system error (permission denied, disk full) reading the data directory or writing a restore',
   RECOVERY_STORAGE: 'wal-fetch during archive recovery: storage failure (above 125: PostgreSQL stops instead of promoting)',

@@ -200,6 +200,10 @@ export const VERBS: VerbSpec[] = [
     name: 'export-cron',
     summary: "print the crontab lines for every server's backup and retention schedules",
     usage: 'export-cron [--format crontab|cron.d|systemd]',
+    description:
+      'One job per server and schedule: backup-push at schedule.backup, delete --confirm retain N at schedule.retention (when retention.keepBackups is set), ' +
+      'with absolute, shell-quoted paths and output appended to <logDirectory>/<server>-backup-push.log or <server>-delete.log. systemd prints a .service and a .timer per job, ' +
+      'each headed by a "# <unit file name>" line, with OnCalendar= converted from the cron expression.',
     examples: ['walrus --config /etc/walrus/fleet.yaml export-cron | crontab -u postgres -', 'walrus --config /etc/walrus/fleet.yaml export-cron --format cron.d > /etc/cron.d/walrus'],
     options: { format: { type: 'string', valueName: 'FORMAT', description: 'crontab (default), cron.d (with user column) or systemd (timer + service units)' } },
     positionals: { min: 0, max: 0 },
@@ -211,6 +215,9 @@ export const VERBS: VerbSpec[] = [
     name: 'export-pg',
     summary: 'print the postgresql.conf lines for a server (archive_command, restore_command, ...)',
     usage: 'export-pg SERVER',
+    description:
+      'wal_level, archive_mode, archive_command (wal-push %p), restore_command (wal-fetch %f %p) and a suggested archive_timeout. The commands name node, bin/walrus and the config by absolute path, ' +
+      "each shell-quoted (paths with spaces work) and quoted again as postgresql.conf strings. PostgreSQL runs them as the server's OS user, who must be able to read the config.",
     examples: ['walrus --config /etc/walrus/fleet.yaml export-pg db1 >> /etc/postgresql/15/main/conf.d/walrus.conf'],
     positionals: { min: 1, max: 1 },
     needsConfig: true,
@@ -221,7 +228,11 @@ export const VERBS: VerbSpec[] = [
     name: 'status',
     summary: "freshness of each server's archive and backups (for monitoring)",
     usage: 'status [--json] [--prometheus FILE]',
-    description: 'Per server: last archived segment and its age, last backup and its age, backups versus retention, storage used. Exits 1... see README: non-zero when an age threshold (status.maxArchiveAgeMinutes, status.maxBackupAgeHours) is passed.',
+    description:
+      'Per server (all of them, or --server NAME): last archived segment (the highest name under wal_005/) and its age, last complete backup and its age, backups versus retention.keepBackups, storage used under the prefix. ' +
+      'Exits 0 when every server is within status.maxArchiveAgeMinutes (default 60) and status.maxBackupAgeHours (default 36), 8 (STALE) when one is not or has nothing archived yet, ' +
+      "and a storage failure's own code (3, 6, ...) when a server's storage cannot be read. --prometheus FILE writes node_exporter textfile metrics atomically " +
+      '(walrus_last_archive_age_seconds, walrus_last_backup_age_seconds, walrus_backups_count, walrus_backups_keep, walrus_storage_bytes, walrus_status_ok; ages are +Inf when there is none).',
     examples: ['walrus --config /etc/walrus/fleet.yaml status', 'walrus --config /etc/walrus/fleet.yaml status --prometheus /var/lib/node_exporter/walrus.prom'],
     options: { json: JSON_OPTION, prometheus: { type: 'string', valueName: 'FILE', description: 'also write node_exporter textfile metrics' } },
     positionals: { min: 0, max: 0 },
