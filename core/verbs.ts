@@ -95,17 +95,20 @@ export const VERBS: VerbSpec[] = [
   {
     name: 'backup-push',
     summary: 'take a base backup of a running server (or a stopped one with --while-offline)',
-    usage: 'backup-push [DATADIR] [--while-offline] [--pool-size N] [--rate-limit BYTES_PER_S] [--fast]',
+    usage: 'backup-push [DATADIR] [--while-offline] [--pool-size N] [--rate-limit BYTES_PER_S] [--fast] [--archive-timeout SECONDS]',
     description:
       'Non-exclusive pg_backup_start/pg_backup_stop on one held connection; the data directory is packed into WAL-E tar partitions, ' +
       'each streamed through compression and encryption to storage, several at once. extended_version.txt goes first, the stop sentinel last: ' +
-      'a backup without its sentinel does not exist. Waits until the stop segment is archived. Progress on a TTY.',
+      'a backup without its sentinel does not exist. backup_label and tablespace_map from pg_backup_stop go into a last partition of their own. ' +
+      'Waits until the stop segment is archived. On failure the server leaves backup mode and no sentinel is written (delete removes the leftovers). ' +
+      '--while-offline refuses a running or uncleanly stopped cluster. Progress on a TTY; --json prints a summary.',
     examples: ['walrus --config fleet.yaml --server db1 backup-push', 'walrus --config fleet.yaml --server db1 backup-push /var/lib/postgresql/15/main --pool-size 2'],
     options: {
       'while-offline': { type: 'boolean', description: 'back up a cleanly stopped cluster (reads pg_controldata)' },
       'pool-size': { type: 'string', valueName: 'N', description: 'partitions uploaded at once (default: poolSize)' },
-      'rate-limit': { type: 'string', valueName: 'BYTES_PER_S', description: 'cap on reading the data directory' },
+      'rate-limit': { type: 'string', valueName: 'BYTES_PER_S', description: 'cap on reading the data directory (bytes/s; k, M, G suffixes are powers of 1024)' },
       fast: { type: 'boolean', description: 'request an immediate checkpoint (default: spread)' },
+      'archive-timeout': { type: 'string', valueName: 'SECONDS', description: 'how long to wait for the stop segment to be archived (default 120)' },
       json: JSON_OPTION,
     },
     positionals: { min: 0, max: 1 },
@@ -116,7 +119,7 @@ export const VERBS: VerbSpec[] = [
     name: 'backup-list',
     summary: 'list base backups, oldest first, as WAL-E names them',
     usage: 'backup-list [QUERY] [--detail] [--json]',
-    description: "Only backups with a stop sentinel are listed. Columns: WAL-E's (name, last_modified, expanded_size_bytes, start/stop segment and offset); --detail fills the sentinel fields. QUERY: a name or LATEST.",
+    description: "Only backups with a stop sentinel are listed. Columns: WAL-E's (name, last_modified, expanded_size_bytes, start/stop segment and offset), tab-separated, CRLF line ends as WAL-E prints them; --detail fills the sentinel fields. QUERY: a name or LATEST; exits 1 when it matches nothing.",
     examples: ['walrus --config fleet.yaml --server db1 backup-list', 'walrus --config fleet.yaml --server db1 backup-list LATEST --json'],
     options: { detail: { type: 'boolean', description: 'read each sentinel for sizes and stop positions' }, json: JSON_OPTION },
     positionals: { min: 0, max: 1 },
