@@ -96,17 +96,21 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
   const key = rt.layout.walKey(name);
 
   // Pushed ahead by an earlier call's parallel push? Then the check is cheap: same file, unchanged.
-  if (!options.recordAsPushedAhead) {
-    try {
-      const marker = JSON.parse(await readFile(markerPath(walDirectory, name), 'utf8')) as PushMarker;
-      if (marker.ino === info.ino && marker.size === info.size && marker.mtimeMs === info.mtimeMs && marker.key === key) {
-        await unlink(markerPath(walDirectory, name)).catch(() => {});
-        rt.log.info('WAL file was already archived by a parallel push', { detail: `${path} is at ${rt.storage.describe(key)}.`, structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', ahead: true } });
-        return 'already-archived';
-      }
-      await unlink(markerPath(walDirectory, name)).catch(() => {});
-    } catch {
-      /* no marker: push it */
+  // A later call's parallel push of the same segment skips it too (and leaves the marker for
+  // PostgreSQL's own call) instead of reading the archived copy back to compare it again.
+  let marker: PushMarker | null = null;
+  try {
+    marker = JSON.parse(await readFile(markerPath(walDirectory, name), 'utf8')) as PushMarker;
+  } catch {
+    /* no marker: push it */
+  }
+  if (marker) {
+    const current = marker.ino === info.ino && marker.size === info.size && marker.mtimeMs === info.mtimeMs && marker.key === key;
+    if (current && options.recordAsPushedAhead) return 'pushed-ahead';
+    if (!options.recordAsPushedAhead) await unlink(markerPath(walDirectory, name)).catch(() => {});
+    if (current) {
+      rt.log.info('WAL file was already archived by a parallel push', { detail: `${path} is at ${rt.storage.describe(key)}.`, structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', ahead: true } });
+      return 'already-archived';
     }
   }
 
