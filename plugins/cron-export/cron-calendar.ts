@@ -119,7 +119,8 @@ const pad2 = (n: number) => String(n).padStart(2, '0');
  */
 function renderComponent(values: number[], min: number, max: number, format: (n: number) => string): string {
   if (values.length === max - min + 1) return '*';
-  if (values.length >= 2) {
+  // two values read better as a list (05,35) than as a repetition (05/30)
+  if (values.length >= 3) {
     const step = values[1] - values[0];
     const isProgression = values.every((v, i) => v === values[0] + i * step);
     if (isProgression && step > 1 && values[values.length - 1] + step > max) return `${format(values[0])}/${step}`;

@@ -3,6 +3,7 @@
  * units. Each format has its own escaping, applied here on top of the sh-quoted command line:
  * cron turns an unescaped % into a newline, systemd expands %specifiers and $VARIABLES.
  */
+import { WalrusError } from '../../core/errors.js';
 import { shellQuote } from '../../core/pg-settings.js';
 import type { ScheduledJob, ScheduleExporter, ScheduleFormat } from '../../core/operations/export-cron.js';
 import { cronToOnCalendar } from './cron-calendar.js';
@@ -32,9 +33,19 @@ function renderCron(jobs: ScheduledJob[], header: string[], withUser: boolean): 
   return lines.join('\n') + '\n';
 }
 
-/** A systemd word: bare when safe, else double-quoted with C escapes; % and $ doubled (specifiers, variables). */
-export function systemdQuote(word: string): string {
-  const literal = word.replace(/%/g, '%%').replace(/\$/g, '$$$$');
+/**
+ * A systemd ExecStart= word: bare when safe, else double-quoted with C escapes; % doubled
+ * (specifiers). $ is doubled in arguments (variables), but the executable is not expanded, and
+ * systemd refuses an executable path with quotes, backslashes or control characters outright.
+ */
+export function systemdQuote(word: string, role: 'executable' | 'argument' = 'argument'): string {
+  if (role === 'executable' && /["'\\\x00-\x1f\x7f]/.test(word)) {
+    throw new WalrusError('USAGE', `systemd cannot run ${JSON.stringify(word)}: an executable path there may not contain quotes, backslashes or control characters`, {
+      hint: 'install node under a plain path, or use --format crontab / cron.d',
+    });
+  }
+  let literal = word.replace(/%/g, '%%');
+  if (role === 'argument') literal = literal.replace(/\$/g, '$$$$');
   if (/^[A-Za-z0-9_@+=:,./-]+$/.test(literal)) return literal;
   return `"${literal.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
 }
@@ -61,7 +72,7 @@ function renderSystemd(jobs: ScheduledJob[], header: string[]): string {
       '[Service]',
       'Type=oneshot',
       `User=${job.osUser}`,
-      `ExecStart=${job.argv.map(systemdQuote).join(' ')}`,
+      `ExecStart=${job.argv.map((w, i) => systemdQuote(w, i === 0 ? 'executable' : 'argument')).join(' ')}`,
       `StandardOutput=append:${job.logFile.replace(/%/g, '%%')}`,
       'StandardError=inherit',
       '',
