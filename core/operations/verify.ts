@@ -75,7 +75,9 @@ export interface VerifyProgress {
 export interface VerifyOptions {
   /** Objects read at once (default: the server's poolSize). */
   concurrency?: number;
+  /** Called after each object and every `progressIntervalMs` while reading. */
   onProgress?: (p: VerifyProgress) => void;
+  progressIntervalMs?: number;
 }
 
 const MAX_HISTORY_BYTES = 1024 * 1024;
@@ -110,13 +112,36 @@ interface DecodedObject {
   contentSha256: string;
 }
 
+/** Bytes decoded so far, including objects still being read: for the progress line. */
+class DecodeProgress {
+  private finished = 0;
+  private readonly reading = new Set<DigestTap>();
+  start(tap: DigestTap): void {
+    this.reading.add(tap);
+  }
+  end(tap: DigestTap): void {
+    this.reading.delete(tap);
+    this.finished += tap.bytes;
+  }
+  get bytes(): number {
+    let n = this.finished;
+    for (const t of this.reading) n += t.bytes;
+    return n;
+  }
+}
+
 /** Reads `key` to the end through cipher and codec; null when it does not exist. */
-async function decodeObject(rt: ServerRuntime, key: string, options: { codec: boolean } = { codec: true }): Promise<DecodedObject | null> {
+async function decodeObject(rt: ServerRuntime, key: string, progress: DecodeProgress, options: { codec: boolean } = { codec: true }): Promise<DecodedObject | null> {
   const stored = new DigestTap();
   const body = await openObject(tappedStorage(rt.storage, stored), key, { codec: rt.codec, cipher: rt.cipher, expectCodec: options.codec ? rt.codec : null });
   if (!body) return null;
   const content = new DigestTap();
-  await pipeline(body, content, new Writable({ highWaterMark: 1024 * 1024, write: (_chunk, _encoding, done) => done() }));
+  progress.start(content);
+  try {
+    await pipeline(body, content, new Writable({ highWaterMark: 1024 * 1024, write: (_chunk, _encoding, done) => done() }));
+  } finally {
+    progress.end(content);
+  }
   return { storedBytes: stored.bytes, storedSha256: stored.digest(), contentBytes: content.bytes, contentSha256: content.digest() };
 }
 
@@ -169,6 +194,7 @@ export async function verifyArchive(rt: ServerRuntime, options: VerifyOptions = 
   let objects = 0;
   let storedBytes = 0;
   let decodedBytes = 0;
+  const decodeProgress = new DecodeProgress();
 
   // ---- what is there
   const walObjects = new Map<string, StorageObjectInfo>();
@@ -274,7 +300,7 @@ export async function verifyArchive(rt: ServerRuntime, options: VerifyOptions = 
         attempted(v);
         try {
           // stored as is by WAL-E (plain text); walrus records its stored size and SHA-256
-          const got = await decodeObject(rt, versionKey, { codec: false });
+          const got = await decodeObject(rt, versionKey, decodeProgress, { codec: false });
           if (!got) throw new WalrusError('INTEGRITY', 'vanished while being read');
           counted(v, { storedBytes: got.storedBytes, contentBytes: 0 });
           if (versionRecord && (got.storedBytes !== versionRecord.storedBytes || got.storedSha256 !== versionRecord.storedSha256))
@@ -318,7 +344,7 @@ export async function verifyArchive(rt: ServerRuntime, options: VerifyOptions = 
       tasks.push(async () => {
         attempted(v);
         try {
-          const got = await decodeObject(rt, p.key);
+          const got = await decodeObject(rt, p.key, decodeProgress);
           if (!got) throw new WalrusError('INTEGRITY', 'vanished while being read');
           counted(v, got);
           v.tarBytes += got.contentBytes;
@@ -345,7 +371,7 @@ export async function verifyArchive(rt: ServerRuntime, options: VerifyOptions = 
     tasks.push(async () => {
       attempted(null);
       try {
-        const got = await decodeObject(rt, info.key);
+        const got = await decodeObject(rt, info.key, decodeProgress);
         if (!got) throw new WalrusError('INTEGRITY', 'vanished while being read');
         counted(null, got);
         decodedSegments++;
@@ -359,12 +385,19 @@ export async function verifyArchive(rt: ServerRuntime, options: VerifyOptions = 
 
   let done = 0;
   const total = tasks.length;
+  const report = () => options.onProgress?.({ done, total, decodedBytes: decodeProgress.bytes });
   const reporting = tasks.map((t) => async () => {
     await t();
     done++;
-    options.onProgress?.({ done, total, decodedBytes });
+    report();
   });
-  await runPool(reporting, options.concurrency ?? rt.server.poolSize);
+  // a partition can take minutes: say how far it got in between
+  const ticker = options.onProgress ? setInterval(report, options.progressIntervalMs ?? 500) : null;
+  try {
+    await runPool(reporting, options.concurrency ?? rt.server.poolSize);
+  } finally {
+    if (ticker) clearInterval(ticker);
+  }
 
   const backups = entries.map((e) => {
     const v = verifications.get(e.name)!;

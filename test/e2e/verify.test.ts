@@ -245,6 +245,52 @@ describe('verify finds damage in copies of the fixtures', () => {
   });
 });
 
+describe('verify follows a timeline switch through the archived history file', () => {
+  const TL2 = ['000000020000000200000034', '000000020000000200000035'];
+  /** The plain fixture promoted at 2/34000000: timeline 2 has its own copies of segments 34 and 35, and a history file. */
+  async function promotedStore(label: string): Promise<string> {
+    const store = await copyStore(PLAIN, label);
+    const wal = join(store, 'wal_005');
+    // WAL objects are checked for decoding and size, not WAL page headers: timeline 1's objects serve as timeline 2's
+    await cp(join(wal, `${PLAIN.segments[3]}.lzo`), join(wal, `${TL2[0]}.lzo`));
+    await cp(join(wal, `${PLAIN.segments[4]}.lzo`), join(wal, `${TL2[1]}.lzo`));
+    await writeFile(join(temp.path, `${label}.history`), '1\t2/34000000\tno recovery target specified\n');
+    await new Promise<void>((resolve, reject) => {
+      const child = spawn('lzop', ['-c', join(temp.path, `${label}.history`)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const chunks: Buffer[] = [];
+      child.stdout.on('data', (b: Buffer) => chunks.push(b));
+      child.on('error', reject);
+      child.on('close', (code) => (code === 0 ? writeFile(join(wal, '00000002.history.lzo'), Buffer.concat(chunks)).then(resolve, reject) : reject(new Error(`lzop exited ${code}`))));
+    });
+    return store;
+  }
+
+  test('the chain continues on timeline 2 from the switch segment: ok', async () => {
+    const store = await promotedStore('timeline-2');
+    // timeline 1's own segment 34 is not needed once timeline 2 took over there
+    await rm(join(store, 'wal_005', `${PLAIN.segments[3]}.lzo`));
+    const r = await runWalrus(['verify'], { config: await fleetFor(store), server: 'db1', timeoutMs: 180_000 });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.stdout, new RegExp(`^WAL ${PLAIN.segments[1]} to ${TL2[1]} \\(timeline 2\\): 4 segments, no gap, 4 read to the end$`, 'm'));
+  });
+
+  test('the switch segment missing on timeline 2: a gap, though timeline 1 has it', async () => {
+    const store = await promotedStore('timeline-2-gap');
+    await rm(join(store, 'wal_005', `${TL2[0]}.lzo`));
+    const r = await runWalrus(['verify'], { config: await fleetFor(store), server: 'db1', timeoutMs: 180_000 });
+    assert.equal(r.code, 4, r.stdout + r.stderr);
+    assert.match(r.stdout, new RegExp(`^problem: missing WAL segment ${TL2[0]} \\(between ${PLAIN.segments[2]} and ${TL2[1]}\\): file://${store}/wal_005/${TL2[0]}\\.lzo$`, 'm'));
+  });
+
+  test('the history file missing: exit 4 naming it', async () => {
+    const store = await promotedStore('timeline-2-no-history');
+    await rm(join(store, 'wal_005', '00000002.history.lzo'));
+    const r = await runWalrus(['verify'], { config: await fleetFor(store), server: 'db1', timeoutMs: 180_000 });
+    assert.equal(r.code, 4, r.stdout + r.stderr);
+    assert.match(r.stdout, new RegExp(`^problem: timeline history file 00000002\\.history is not archived: .*: file://${store}/wal_005/00000002\\.history\\.lzo$`, 'm'));
+  });
+});
+
 describe("verify compares walrus's sentinel block (sizes and SHA-256)", () => {
   /** The fixture's sentinel with a walrus block describing its partition and extended_version.txt. */
   async function withWalrusBlock(store: string, change: (block: any) => void = () => {}): Promise<void> {
