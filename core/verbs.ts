@@ -132,7 +132,8 @@ export const VERBS: VerbSpec[] = [
     usage: 'backup-fetch DATADIR NAME|LATEST [--restore-spec FILE] [--pool-size N]',
     description:
       'Refuses a non-empty DATADIR. Partitions are fetched in parallel; entries that would land outside DATADIR are refused; directories 0700, files 0600; ' +
-      'everything is fsynced before success; the directories a backup leaves out (pg_wal, ...) are recreated. Tablespaces go where the sentinel says, or where --restore-spec says.',
+      'everything is fsynced before success; the directories a backup leaves out (pg_wal, ...) are recreated. Tablespaces go where the sentinel says, or where --restore-spec says. ' +
+      'walrus backups are checked against the sizes and SHA-256 their sentinel records. Until it succeeds DATADIR holds .walrus-restore-incomplete; a rerun into such a directory is refused (exit 5): remove it and run again.',
     examples: ['walrus --config fleet.yaml --server db1 backup-fetch /var/lib/postgresql/15/main LATEST'],
     options: {
       'restore-spec': { type: 'string', valueName: 'FILE', description: 'JSON mapping tablespaces to new locations (WAL-E format)' },
