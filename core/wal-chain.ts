@@ -268,13 +268,16 @@ export function analyzeWalChain(input: WalChainInput): WalChainAnalysis {
   // The chain: from the oldest backup on the lineage (or the oldest archived segment) to the newest.
   const onChainSegments = [...files.segments].filter(onLineage).map((s) => segmentNumber(s, segmentSize));
   const chainStarts = input.backups.filter((b) => onLineage(b.startSegment)).map((b) => segmentNumber(b.startSegment, segmentSize));
-  const fromNo: number | null = chainStarts.length ? Math.min(...chainStarts) : onChainSegments.length ? Math.min(...onChainSegments) : null;
+  // reduce, not Math.min(...): an archive can hold more segments than a call has arguments
+  const lowest = (xs: number[]) => xs.reduce((a, b) => Math.min(a, b), Infinity);
+  const highest = (xs: number[]) => xs.reduce((a, b) => Math.max(a, b), -Infinity);
+  const fromNo: number | null = chainStarts.length ? lowest(chainStarts) : onChainSegments.length ? lowest(onChainSegments) : null;
   if (!input.backups.length && fromNo !== null) notes.push('no backups: the WAL chain is checked from the oldest archived segment');
   let chain: string[] = [];
   let from: string | null = null;
   let to: string | null = null;
   if (fromNo !== null) {
-    const newest = onChainSegments.length ? Math.max(...onChainSegments) : fromNo;
+    const newest = onChainSegments.length ? highest(onChainSegments) : fromNo;
     const toNo = Math.max(fromNo, newest);
     from = segmentOfNumber(timelineAt(main.spans, fromNo), fromNo, segmentSize);
     to = segmentOfNumber(timelineAt(main.spans, toNo), toNo, segmentSize);

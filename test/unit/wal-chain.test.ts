@@ -239,4 +239,13 @@ describe('analyzeWalChain', () => {
     assert.deepEqual(a.problems, []);
     assert.ok(a.notes.some((n) => /timeline 3 has a history file but no archived segment/.test(n)));
   });
+
+  test('a long archive: 300 000 segments across log boundaries, one hole found', () => {
+    const names: string[] = [];
+    for (let n = 0; n < 300_000; n++) names.push(seg(1, n % 256, Math.floor(n / 256)));
+    const hole = names.splice(200_000, 1)[0];
+    const a = analyzeWalChain({ walFiles: names, histories: noHistories, backups: [{ name: 'base_a', startSegment: names[10], stopSegment: names[11] }] });
+    assert.equal(a.chain.length, 300_000 - 10);
+    assert.deepEqual(a.gaps.map((g) => g.first), [hole]);
+  });
 });
