@@ -55,7 +55,7 @@ function describePlan(plan: DeletionPlan, dryRun: boolean): string {
   if (plan.rule.kind === 'retain' || plan.rule.kind === 'before') {
     lines.push(
       plan.retained.length
-        ? `keeping ${plan.retained.length} backup${plan.retained.length === 1 ? '' : 's'}: ${plan.retained.map((b) => b.name).join(', ')}; WAL from segment number of ${plan.walHorizon} on; timeline history files always`
+        ? `keeping ${plan.retained.length} backup${plan.retained.length === 1 ? '' : 's'}: ${plan.retained.map((b) => b.name).join(', ')}; WAL from segment ${plan.walHorizon} on (by segment number, any timeline); timeline history files always`
         : 'no complete backup: keeping all WAL',
     );
   }
