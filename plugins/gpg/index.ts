@@ -31,7 +31,10 @@ export const optionsSchema = {
       description: "The secret key's passphrase, usually ${env:WALRUS_GPG_PASSPHRASE}.",
     },
   },
-  anyOf: [{ required: ['publicKey'] }, { required: ['secretKey'] }],
+  anyOf: [
+    { properties: { publicKey: true }, required: ['publicKey'] },
+    { properties: { secretKey: true }, required: ['secretKey'] },
+  ],
 } as const;
 
 export const manifest: PluginManifest<'cipher', GpgOptions, Cipher> = {
