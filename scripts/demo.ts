@@ -18,7 +18,7 @@ const bin = join(repo, 'bin', 'walrus');
 const pgBin = process.env.WALRUS_PG_BIN ?? '/usr/lib/postgresql/15/bin';
 const osUser = process.getuid?.() === 0 ? 'postgres' : userInfo().username;
 const started = Date.now();
-const say = (text: string) => process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m\n`);
+const say = (text: string) => process.stdout.write(`\n\x1b[1m== ${text}\x1b[0m  (${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Run bin/walrus as the database's OS user, showing its output. */
@@ -87,10 +87,11 @@ async function main() {
   if (pgbench.code !== 0) throw new Error(`pgbench -i: ${pgbench.stderr}`);
 
   say('2. an online base backup, while pgbench writes');
-  const load = spawn('runuser', ['-u', osUser, '--', join(pgBin, 'pgbench'), '-T', '5', '-c', '2', '-h', root, '-p', String(port), 'postgres'], { stdio: 'ignore' });
-  if (process.getuid?.() !== 0) load.kill();
+  const pgbenchArgv = [join(pgBin, 'pgbench'), '-T', '5', '-c', '2', '-h', root, '-p', String(port), 'postgres'];
+  const load = process.getuid?.() === 0 ? spawn('runuser', ['-u', osUser, '--', ...pgbenchArgv], { stdio: 'ignore' }) : spawn(pgbenchArgv[0], pgbenchArgv.slice(1), { stdio: 'ignore' });
+  const loadDone = new Promise((r) => load.once('close', r));
   await walrus(['backup-push']);
-  await new Promise((r) => load.once('close', r));
+  await loadDone;
   await walrus(['backup-list']);
 
   say('3. more writes, a recorded point in time, more writes');

@@ -109,6 +109,7 @@ export const run: VerbRunner = async (ctx, _positionals, options) => {
     if (check?.tables) for (const [t, n] of Object.entries(check.tables)) lines.push(`       ${t}: ${n} rows`);
     if (check?.output !== undefined) lines.push(`       ${check.output}`);
     if (report.error) lines.push(`  error: ${report.error}`);
+    if (report.serverLog) lines.push('  server log:', ...String(report.serverLog).split('\n').map((l) => `    ${l}`));
     ctx.out.write(lines.join('\n') + '\n');
   }
   if (failure) return failure instanceof WalrusError ? failure.exitCode : 9;

@@ -1,5 +1,5 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { randomBytes } from 'node:crypto';
@@ -136,7 +136,7 @@ export class FileStorage implements Storage {
       let dir = d;
       while (dir.startsWith(this.root + sep) && isAbsolute(dir)) {
         try {
-          await rm(dir, { recursive: false });
+          await rmdir(dir); // only succeeds when empty
         } catch {
           break;
         }
