@@ -2,6 +2,7 @@
  * S3 storage: the AWS SDK v3 behind the Storage interface. Loaded only through the plugin's
  * create(), so nothing here slows down a command that does not talk to S3.
  */
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
@@ -200,6 +201,9 @@ export class S3Storage implements Storage {
 
     let pending = firstChunks;
     let ended = false;
+    // MD5 of the whole object, parts in order: recognises our own object if a retried Complete fails
+    const objectMd5 = createHash('md5');
+    let totalBytes = 0;
     /** Copies the next bytes of the body into `target`; returns how many (less than full only at the end). */
     const fill = async (target: Buffer): Promise<number> => {
       let filled = 0;
@@ -229,6 +233,8 @@ export class S3Storage implements Storage {
         if (failed) break;
         const buffer = free.pop() ?? (allocated++, Buffer.allocUnsafe(partSize));
         const filled = await fill(buffer);
+        objectMd5.update(buffer.subarray(0, filled));
+        totalBytes += filled;
         if (filled === 0) {
           free.push(buffer);
           break;
@@ -250,9 +256,21 @@ export class S3Storage implements Storage {
       await Promise.all(inFlight);
       if (failed) throw failed.error;
       parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
-      const done = await this.client.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
-      );
+      let done;
+      try {
+        done = await this.client.send(
+          new CompleteMultipartUploadCommand({ Bucket: this.options.bucket, Key: key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+        );
+      } catch (e) {
+        // A Complete whose response was lost (connection reset) may have succeeded: its retries then
+        // fail (NoSuchUpload, or a 500 from some servers) although the object is whole. Accept it
+        // only when the stored object is ours: same size and an ETag of exactly these bytes.
+        if ((e as SdkError)?.$metadata?.attempts! > 1 && (await this.isCompletedUpload(key, parts, totalBytes, objectMd5.digest('hex')))) {
+          this.log.warn(`upload of ${this.describe(key)} completed although the retries of its completion failed`, { detail: causeText(e), structured: { action: 's3-upload', key, state: 'retried' } });
+          return;
+        }
+        throw e;
+      }
       this.noteRetries('upload', key, retries + (done.$metadata.attempts ?? 1));
     } catch (e) {
       await Promise.allSettled(inFlight);
@@ -265,6 +283,19 @@ export class S3Storage implements Storage {
         });
       }
       throw e;
+    }
+  }
+
+  /** True when `key` holds the object these parts make: its size, and an ETag of S3's multipart form or a plain MD5. */
+  private async isCompletedUpload(key: string, parts: CompletedPart[], size: number, md5: string): Promise<boolean> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.options.bucket, Key: key }));
+      const etag = (out.ETag ?? '').replace(/"/g, '');
+      const partDigests = parts.map((p) => Buffer.from((p.ETag ?? '').replace(/"/g, ''), 'hex'));
+      const multipartEtag = `${createHash('md5').update(Buffer.concat(partDigests)).digest('hex')}-${parts.length}`;
+      return out.ContentLength === size && (etag === multipartEtag || etag === md5);
+    } catch {
+      return false;
     }
   }
 
