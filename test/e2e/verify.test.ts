@@ -146,6 +146,13 @@ describe('verify against the WAL-E fixtures, read in place', () => {
   });
 });
 
+test('--backup and --sql without --drill: usage error, exit 2', async () => {
+  const config = await fleetFor(join(FIXTURES, PLAIN.fixture, 'store'));
+  const r = await runWalrus(['verify', '--sql', 'select 1'], { config, server: 'db1' });
+  assert.equal(r.code, 2, r.stdout + r.stderr);
+  assert.match(r.stderr, /--backup and --sql go with --drill/);
+});
+
 describe('verify finds damage in copies of the fixtures', () => {
   test('a WAL segment deleted in the middle: exit 4, the segment and its key named', async () => {
     const store = await copyStore(PLAIN, 'missing-segment');
