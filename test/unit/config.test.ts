@@ -78,6 +78,12 @@ describe('valid configs', () => {
     assert.equal(fleet.servers.db1.encryption?.name, 'ops');
     assert.equal(fleet.servers.db1.encryption?.options.passphrase, 'correct horse');
     assert.ok(fleet.secrets.includes('correct horse') && fleet.secrets.includes('SECRET KEY MATERIAL'), 'resolved values are recorded as secrets');
+    // every storage and key block also passes its plugin's own options schema
+    assert.deepEqual(await fleetPluginProblems(fleet), []);
+  });
+
+  it('configs/local.yaml passes its plugins\' option schemas', async () => {
+    assert.deepEqual(await fleetPluginProblems(loadFleetConfig(join(repo, 'configs/local.yaml'))), []);
   });
 
   it('server settings override defaults; prefix defaults to the server name', async () => {
