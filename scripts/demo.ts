@@ -90,7 +90,7 @@ async function main() {
   const pgbenchArgv = [join(pgBin, 'pgbench'), '-T', '5', '-c', '2', '-h', root, '-p', String(port), 'postgres'];
   const load = process.getuid?.() === 0 ? spawn('runuser', ['-u', osUser, '--', ...pgbenchArgv], { stdio: 'ignore' }) : spawn(pgbenchArgv[0], pgbenchArgv.slice(1), { stdio: 'ignore' });
   const loadDone = new Promise((r) => load.once('close', r));
-  await walrus(['backup-push']);
+  await walrus(['backup-push', '--fast']);
   await loadDone;
   await walrus(['backup-list']);
 

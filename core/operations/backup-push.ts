@@ -418,6 +418,11 @@ async function pushOnline(rt: ServerRuntime, o: BackupPushOptions): Promise<Back
       });
     }
     const writer = new BackupWriter(rt, o, log);
+    if (!o.fast)
+      log.info('waiting for PostgreSQL to finish a spread checkpoint before the backup starts', {
+        detail: 'this can take up to checkpoint_timeout × checkpoint_completion_target (4.5 minutes by default)',
+        hint: 'backup-push --fast requests an immediate checkpoint instead (more I/O at once)',
+      });
     const begun = await source.startBackup(`walrus ${new Date().toISOString()}`, { fast: o.fast });
     inBackup = true;
     const start: StartPoint = {
