@@ -156,9 +156,14 @@ for (const variant of variants) {
         await insertMarkers(primary, `after-backup-${i + 2}`, 50, variant.name);
         await primary.query('select pg_switch_wal()');
       }
-      await insertMarkers(primary, 'last', 10, variant.name);
-      const lastSegment = await primary.query('select pg_walfile_name(pg_switch_wal())');
-      const segmentsWritten = segmentNumber(lastSegment) - segmentNumber(firstSegment) + 1;
+      // a few more switches if the load fell short of MIN_SEGMENTS (the last one carries the 'last' rows)
+      let lastSegment = '';
+      let segmentsWritten = 0;
+      for (let extra = 0; segmentsWritten < MIN_SEGMENTS && extra < 20; extra++) {
+        await insertMarkers(primary, 'last', 10, variant.name);
+        lastSegment = await primary.query('select pg_walfile_name(pg_switch_wal())');
+        segmentsWritten = segmentNumber(lastSegment) - segmentNumber(firstSegment) + 1;
+      }
       assert.ok(segmentsWritten >= MIN_SEGMENTS, `the load wrote ${segmentsWritten} segments (${firstSegment} … ${lastSegment}); at least ${MIN_SEGMENTS} wanted`);
 
       phase(`load written: ${segmentsWritten} segments`);
@@ -185,7 +190,7 @@ for (const variant of variants) {
       phase('recovery ended');
       const restored = await databaseState(replica);
       assert.deepEqual(restored, expected);
-      assert.ok(expected.some((line) => line.startsWith('last=10:')), 'the rows written just before the last switch are there');
+      assert.ok(expected.some((line) => /^last=\d+:/.test(line)), 'the rows written just before the last switch are there');
       assert.equal(await replica.query('select count(*) from pgbench_accounts'), '500000');
 
       const log = await replica.logTail(400);
