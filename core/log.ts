@@ -68,9 +68,10 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const mask = new SecretMask();
   const format = options.format ?? 'text';
   const textFormat = winston.format.printf((info) => {
-    const lines = [`walrus ${String(info.level).toUpperCase().padEnd(8)} MSG: ${info.message}`];
-    if (info.detail) lines.push(`        DETAIL: ${String(info.detail).split('\n').join('\n                ')}`);
-    if (info.hint) lines.push(`        HINT: ${info.hint}`);
+    // mask each field before the DETAIL re-indent splits a multi-line secret
+    const lines = [`walrus ${String(info.level).toUpperCase().padEnd(8)} MSG: ${mask.apply(String(info.message))}`];
+    if (info.detail) lines.push(`        DETAIL: ${mask.apply(String(info.detail)).split('\n').join('\n                ')}`);
+    if (info.hint) lines.push(`        HINT: ${mask.apply(String(info.hint))}`);
     if (info.structured) lines.push(`        STRUCTURED: ${structuredLine(info.structured as LogFields['structured'])}`);
     return mask.apply(lines.join('\n'));
   });
@@ -80,7 +81,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     if (detail) record.detail = detail;
     if (hint) record.hint = hint;
     if (structured) for (const [k, v] of Object.entries(structured)) if (v !== undefined) record[k] = v;
-    return mask.apply(JSON.stringify(record));
+    // mask the values before encoding: JSON escapes `"` and `\`, so a secret holding them would not match afterwards
+    return mask.apply(JSON.stringify(record, (_key, value) => (typeof value === 'string' ? mask.apply(value) : value)));
   });
   const logger = winston.createLogger({
     level: options.level ?? 'info',
