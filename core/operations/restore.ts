@@ -61,7 +61,8 @@ export const run: VerbRunner = async (ctx, [datadir], options) => {
     if (!chosen)
       throw refusedError(backups.length ? `no backup finished before ${describeTarget(target)}: the target is older than every backup` : `there are no backups of ${ctx.server().name} to restore`, {
         detail: `backups: ${listing}`,
-        hint: backups.length ? 'pick an older target, or name a backup with --backup NAME' : 'take one with backup-push',
+        // a target before the oldest backup's end cannot be reached from any backup: only a later target helps
+        hint: backups.length ? `pick a target after ${new Date(backups.reduce((m, b) => Math.min(m, finishedAt(b).getTime()), Infinity)).toISOString()}, when the first backup finished` : 'take one with backup-push',
       });
   }
 
