@@ -25,7 +25,7 @@ import {
 } from '../helpers/pg-cluster.js';
 import { startS3Server, S3RVER_CREDENTIALS, type S3TestServer } from '../helpers/s3-server.js';
 import { segmentNumber } from '../../core/layout.js';
-import { WALRUS_BIN, assertDistCurrent, simpleFleet, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { WALRUS_BIN, assertDistCurrent, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
 
 const FIXTURE_GPG = '/work/shared/fixtures/wal-e-gpg';
 const MIN_SEGMENTS = 10;
@@ -193,6 +193,8 @@ for (const variant of variants) {
       assert.ok(expected.some((line) => /^last=\d+:/.test(line)), 'the rows written just before the last switch are there');
       assert.equal(await replica.query('select count(*) from pgbench_accounts'), '500000');
 
+      // prefetchers started by restore_command are detached: they must end on their own
+      assert.deepEqual(await waitForWalrusProcesses(replica.dataDirectory, 30_000), [], 'prefetchers still running after 30 s (killed)');
       const log = await replica.logTail(400);
       assert.match(log, /restored log file "[0-9A-F]{24}" from archive/);
       assert.doesNotMatch(log, /walrus ERROR/, 'wal-fetch reported no errors during recovery');

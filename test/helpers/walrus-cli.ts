@@ -6,7 +6,7 @@
  * than the sources would test old code, so the first run checks that and fails with what to do.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -142,4 +142,47 @@ export function logMessages(stderr: string): Array<[string, string]> {
 export async function makeTempDirectory(label: string): Promise<{ path: string; cleanup: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), `walrus-${label}-`));
   return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Pids of walrus processes (bin/walrus) whose command line contains `text`, e.g. a test's temp
+ * directory: wal-fetch starts detached prefetchers that outlive it, and a test must not remove
+ * their directories under them or leave them behind.
+ */
+export function walrusProcessesMentioning(text: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
+    let args: string[];
+    try {
+      args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // exited meanwhile
+    }
+    if (args.some((a) => a === WALRUS_BIN) && args.some((a) => a.includes(text))) pids.push(Number(entry));
+  }
+  return pids;
+}
+
+/**
+ * Waits until no walrus process mentions `text`. Resolves with the pids still running at the
+ * deadline after killing exactly those (SIGKILL): the caller decides whether that is a failure.
+ */
+export async function waitForWalrusProcesses(text: string, timeoutMs = 30_000): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const pids = walrusProcessesMentioning(text);
+    if (pids.length === 0) return [];
+    if (Date.now() > deadline) {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+      return pids;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

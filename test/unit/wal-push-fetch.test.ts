@@ -10,7 +10,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nextSegmentName } from '../../core/layout.js';
-import { hasStackTrace, logMessages, makeTempDirectory, runWalrus, simpleFleet, writeFleetConfig, type WalrusResult } from '../helpers/walrus-cli.js';
+import { hasStackTrace, logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig, type WalrusResult } from '../helpers/walrus-cli.js';
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 const FIXTURE_GPG = '/work/shared/fixtures/wal-e-gpg';
@@ -69,8 +69,8 @@ before(async () => {
   plainConfig = await writeFleetConfig(join(temp.path, 'plain.yaml'), simpleFleet({ storage: store, dataDirectory, prefix: 'db1' }));
 });
 after(async () => {
-  // a detached prefetcher may still be finishing: let it, so the directory goes away whole
-  await waitFor('prefetchers to finish', async () => !existsSync(join(pgWal, '.walrus', 'prefetch', 'running')) || (await readdir(join(pgWal, '.walrus', 'prefetch', 'running'))).length === 0).catch(() => {});
+  // a detached prefetcher may still be running: never remove its directories under it
+  if (temp) await waitForWalrusProcesses(temp.path);
   await temp?.cleanup();
 });
 
@@ -255,7 +255,8 @@ describe('wal-fetch', () => {
     assert.match(second.stderr, /promoted a prefetched WAL segment/);
     assert.equal(sha256(await readFile(join(restoreDirectory, 'RECOVERYXLOG'))), sha256(contents.get(names[1])!));
     assert.ok(!(await readdir(prefetched)).includes(names[1]), 'the promoted copy moved out of the prefetch folder');
-    // let the prefetcher the second call started finish before the directory is removed
-    await waitFor('the prefetcher to finish', async () => (await readdir(join(prefetched, 'running')).catch(() => [])).length === 0);
+    // the prefetchers (detached) exit on their own once the archive has nothing more for them
+    assert.deepEqual(await waitForWalrusProcesses(temp.path, 30_000), [], 'prefetchers still running after 30 s (killed)');
+    assert.deepEqual(await readdir(join(prefetched, 'running')), [], 'no claims left behind');
   });
 });
