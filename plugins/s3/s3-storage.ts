@@ -197,7 +197,8 @@ export class S3Storage implements Storage {
     const free: Buffer[] = [];
     let allocated = 0;
     let failed: { error: unknown } | undefined;
-    let retries = 0;
+    // retries of any request of this upload, CreateMultipartUpload included, are reported once at the end
+    let retries = (created.$metadata.attempts ?? 1) - 1;
 
     let pending = firstChunks;
     let ended = false;
