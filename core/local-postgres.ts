@@ -59,6 +59,46 @@ export async function giveToOsUser(path: string, osUser: string): Promise<void> 
   if (r.code !== 0) throw new WalrusError('LOCAL_IO', `chown -R ${osUser} ${path} failed: ${r.stderr.trim()}`);
 }
 
+/**
+ * pg_controldata's "<name> setting:" lines for the parameters a server in archive recovery with
+ * hot_standby on must have at least as high as the primary had ("recovery aborted because of
+ * insufficient parameter settings" otherwise), keyed by the GUC name.
+ */
+const PRIMARY_MINIMUMS: Array<[label: string, setting: string]> = [
+  ['max_connections setting', 'max_connections'],
+  ['max_worker_processes setting', 'max_worker_processes'],
+  ['max_wal_senders setting', 'max_wal_senders'],
+  ['max_prepared_xacts setting', 'max_prepared_transactions'],
+  ['max_locks_per_xact setting', 'max_locks_per_transaction'],
+];
+
+/** Parses pg_controldata output (C locale) into the minimum settings recovery needs; unknown lines are ignored. */
+export function recoveryMinimumsFromControlData(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const line of text.split('\n')) {
+    const colon = line.indexOf(':');
+    if (colon < 0) continue;
+    const found = PRIMARY_MINIMUMS.find(([label]) => label === line.slice(0, colon).trim());
+    const value = Number(line.slice(colon + 1).trim());
+    if (found && Number.isInteger(value)) out[found[1]] = value;
+  }
+  return out;
+}
+
+/**
+ * `settings` with each of the primary's minimums raised to at least the value in the restored
+ * pg_control. A backup carries no postgresql.conf, and a caller may ask for fewer connections to
+ * save memory: either way recovery would stop at its first WAL record if the primary had more.
+ */
+export function raiseToRecoveryMinimums(settings: Record<string, string>, minimums: Record<string, number>): Record<string, string> {
+  const out = { ...settings };
+  for (const [name, minimum] of Object.entries(minimums)) {
+    const asked = out[name] === undefined ? NaN : Number(out[name]);
+    if (!(asked >= minimum)) out[name] = String(minimum);
+  }
+  return out;
+}
+
 export interface ScratchServerOptions {
   dataDirectory: string;
   binDirectory: string;
@@ -98,15 +138,31 @@ export class ScratchServer {
     }
   }
 
+  /** The primary's minimums from the restored pg_control; none when pg_controldata cannot read it. */
+  private async recoveryMinimums(): Promise<Record<string, number>> {
+    const r = await runProgram(join(this.o.binDirectory, 'pg_controldata'), [this.o.dataDirectory], {
+      osUser: this.o.osUser,
+      cwd: this.socketDirectory,
+      env: { ...process.env, LC_ALL: 'C', LANG: 'C' }, // labels are English only in the C locale
+    });
+    return r.code === 0 ? recoveryMinimumsFromControlData(r.stdout) : {};
+  }
+
   async start(timeoutSeconds = 600): Promise<void> {
+    const settings = raiseToRecoveryMinimums(this.o.settings ?? {}, await this.recoveryMinimums());
     const options = [
       `-c port=${this.port}`,
       "-c listen_addresses=''",
       `-c unix_socket_directories='${this.socketDirectory}'`,
-      ...Object.entries(this.o.settings ?? {}).map(([k, v]) => `-c ${k}='${v.replace(/'/g, "''")}'`),
+      ...Object.entries(settings).map(([k, v]) => `-c ${k}='${v.replace(/'/g, "''")}'`),
     ].join(' ');
     const r = await this.pg('pg_ctl', ['start', '-D', this.o.dataDirectory, '-l', this.logFile, '-w', '-t', String(timeoutSeconds), '-o', options]);
-    if (r.code !== 0) throw databaseError(`PostgreSQL did not start on ${this.o.dataDirectory}: ${r.stderr.trim() || r.stdout.trim()}`, { detail: await this.logTail() });
+    if (r.code !== 0) {
+      // pg_ctl only says "Examine the log output": the server's last FATAL says why
+      const fatal = (await this.logTail(200)).split('\n').reverse().map((l) => /\b(?:FATAL|PANIC):\s+(.*)$/.exec(l)?.[1]).find(Boolean);
+      const said = (r.stderr.trim() || r.stdout.trim()).replace(/\s*\n\s*/g, ' ');
+      throw databaseError(`PostgreSQL did not start on ${this.o.dataDirectory}: ${fatal ?? said}`, { detail: await this.logTail() });
+    }
   }
 
   async query(sql: string, database = 'postgres'): Promise<string> {
@@ -115,12 +171,17 @@ export class ScratchServer {
     return r.stdout.replace(/\n$/, '');
   }
 
-  /** Polls until recovery has ended (promoted) or `timeoutMs` passes. */
+  async isRunning(): Promise<boolean> {
+    return (await this.pg('pg_ctl', ['status', '-D', this.o.dataDirectory])).code === 0;
+  }
+
+  /** Polls until recovery has ended (promoted) or `timeoutMs` passes; fails at once when the server stopped (a FATAL in recovery). */
   async waitUntilPromoted(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const inRecovery = await this.query('select pg_is_in_recovery()').catch(() => 't');
       if (inRecovery === 'f') return;
+      if (!(await this.isRunning())) throw databaseError(`the scratch server stopped during recovery of ${this.o.dataDirectory}`, { detail: await this.logTail() });
       if (Date.now() > deadline) throw databaseError(`the scratch server was still in recovery after ${Math.round(timeoutMs / 1000)} s`, { detail: await this.logTail() });
       await new Promise((r) => setTimeout(r, 250));
     }

@@ -68,6 +68,8 @@ export const run: VerbRunner = async (ctx, _positionals, options) => {
       dataDirectory,
       binDirectory: rt.server.pgBinDirectory,
       osUser: rt.server.osUser,
+      // few connections and little memory for a drill; ScratchServer raises max_connections & co to
+      // what the primary had (pg_control), or recovery with hot_standby on would abort at once
       settings: { archive_mode: 'off', max_connections: '20', shared_buffers: '32MB', hot_standby: 'on' },
     });
     await step('start', () => server!.start(), () => `port ${server!.port}`);
@@ -93,7 +95,7 @@ export const run: VerbRunner = async (ctx, _positionals, options) => {
   } catch (e) {
     failure = e as Error;
     report.error = (e as Error).message;
-    if (server) report.serverLog = await server.logTail(10);
+    if (server) report.serverLog = await server.logTail(20); // wal-fetch logs 3 lines a segment: 10 could hide the FATAL
   } finally {
     if (server) await server.stop().catch(() => {});
     await rm(scratchRoot, { recursive: true, force: true }).catch(() => {});
