@@ -86,6 +86,18 @@ export function recoveryMinimumsFromControlData(text: string): Record<string, nu
 }
 
 /**
+ * The primary's minimums from a restored directory's pg_control; none when pg_controldata cannot
+ * read it (the server's own error will then say more). `osUser`: run as that user (when root).
+ */
+export async function readRecoveryMinimums(binDirectory: string, dataDirectory: string, osUser?: string): Promise<Record<string, number>> {
+  const r = await runProgram(join(binDirectory, 'pg_controldata'), [dataDirectory], {
+    osUser,
+    env: { ...process.env, LC_ALL: 'C', LANG: 'C' }, // labels are English only in the C locale
+  }).catch(() => null);
+  return r?.code === 0 ? recoveryMinimumsFromControlData(r.stdout) : {};
+}
+
+/**
  * `settings` with each of the primary's minimums raised to at least the value in the restored
  * pg_control. A backup carries no postgresql.conf, and a caller may ask for fewer connections to
  * save memory: either way recovery would stop at its first WAL record if the primary had more.
@@ -138,18 +150,9 @@ export class ScratchServer {
     }
   }
 
-  /** The primary's minimums from the restored pg_control; none when pg_controldata cannot read it. */
-  private async recoveryMinimums(): Promise<Record<string, number>> {
-    const r = await runProgram(join(this.o.binDirectory, 'pg_controldata'), [this.o.dataDirectory], {
-      osUser: this.o.osUser,
-      cwd: this.socketDirectory,
-      env: { ...process.env, LC_ALL: 'C', LANG: 'C' }, // labels are English only in the C locale
-    });
-    return r.code === 0 ? recoveryMinimumsFromControlData(r.stdout) : {};
-  }
-
   async start(timeoutSeconds = 600): Promise<void> {
-    const settings = raiseToRecoveryMinimums(this.o.settings ?? {}, await this.recoveryMinimums());
+    const minimums = await readRecoveryMinimums(this.o.binDirectory, this.o.dataDirectory, this.o.osUser);
+    const settings = raiseToRecoveryMinimums(this.o.settings ?? {}, minimums);
     const options = [
       `-c port=${this.port}`,
       "-c listen_addresses=''",

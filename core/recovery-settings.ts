@@ -78,11 +78,18 @@ export async function writeRecoverySettings(dataDirectory: string, lines: string
   await writeFile(join(dataDirectory, standby ? 'standby.signal' : 'recovery.signal'), '', { mode: 0o600 });
 }
 
-/** WAL-E backups have no postgresql.conf, pg_hba.conf, pg_ident.conf: supply minimal ones. Returns the files written. */
-export async function supplyMissingConfigFiles(dataDirectory: string): Promise<string[]> {
+/**
+ * Backups (WAL-E's and walrus's) have no postgresql.conf, pg_hba.conf, pg_ident.conf: supply minimal
+ * ones. Returns the files written. `primaryMinimums` (from pg_control, see readRecoveryMinimums) go
+ * into the postgresql.conf written: with hot_standby on (the default) recovery aborts at its first
+ * WAL record when max_connections & co are below the primary's, and the defaults (100 ...) often are.
+ */
+export async function supplyMissingConfigFiles(dataDirectory: string, primaryMinimums: Record<string, number> = {}): Promise<string[]> {
   const written: string[] = [];
   const note = '# written by walrus restore: the backup had none. Review before production use.\n';
-  if (await writeIfMissing(join(dataDirectory, 'postgresql.conf'), `${note}listen_addresses = 'localhost'\n`)) written.push('postgresql.conf');
+  const minimums = Object.entries(primaryMinimums).map(([name, value]) => `${name} = ${value}\n`).join('');
+  const conf = `${note}listen_addresses = 'localhost'\n${minimums ? `# the primary's values (pg_control): recovery needs at least these\n${minimums}` : ''}`;
+  if (await writeIfMissing(join(dataDirectory, 'postgresql.conf'), conf)) written.push('postgresql.conf');
   if (await writeIfMissing(join(dataDirectory, 'pg_hba.conf'), `${note}local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\nlocal replication all peer\n`))
     written.push('pg_hba.conf');
   if (await writeIfMissing(join(dataDirectory, 'pg_ident.conf'), note)) written.push('pg_ident.conf');

@@ -11,7 +11,7 @@ import { listBackups, type BackupEntry } from '../backup-catalog.js';
 import { fetchBackup } from '../backup-restore.js';
 import { restoreCommandFor } from '../pg-settings.js';
 import { describeTarget, recoverySettingLines, supplyMissingConfigFiles, targetFromOptions, writeRecoverySettings, type RecoveryTarget } from '../recovery-settings.js';
-import { giveToOsUser } from '../local-postgres.js';
+import { giveToOsUser, readRecoveryMinimums } from '../local-postgres.js';
 import type { VerbRunner } from '../verbs.js';
 
 /** When the backup became consistent-able: walrus records it; for WAL-E backups the sentinel's time. */
@@ -68,7 +68,8 @@ export const run: VerbRunner = async (ctx, [datadir], options) => {
 
   ctx.log.info(`restoring ${chosen.name} to ${dataDirectory}`, { detail: `recovery target: ${describeTarget(target)}`, structured: { action: 'restore', backup: chosen.name, state: 'begin' } });
   await fetchBackup(rt, dataDirectory, chosen.name, { poolSize: rt.server.poolSize });
-  const supplied = await supplyMissingConfigFiles(dataDirectory);
+  // pg_control read as whoever runs walrus: before giveToOsUser the directory is still ours
+  const supplied = await supplyMissingConfigFiles(dataDirectory, await readRecoveryMinimums(rt.server.pgBinDirectory, dataDirectory));
   const restoreCommand = restoreCommandFor(rt.fleet.file, rt.server);
   await writeRecoverySettings(dataDirectory, recoverySettingLines(restoreCommand, target, standby), standby);
   await giveToOsUser(dataDirectory, rt.server.osUser);

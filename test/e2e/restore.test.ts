@@ -82,6 +82,11 @@ test('restore --target-time: the new directory recovers to exactly the rows befo
   // backups leave the configuration files out (as WAL-E does): restore supplies minimal ones
   assert.deepEqual(summary.suppliedConfigFiles, ['postgresql.conf', 'pg_hba.conf', 'pg_ident.conf']);
   for (const f of summary.suppliedConfigFiles) assert.match(await readFile(join(dataDirectory, f), 'utf8'), /^# written by walrus restore/);
+  // the harness runs clusters with max_connections = 30; the default 100 would do here, but a primary
+  // with more would stop recovery at once ("insufficient parameter settings") without these lines
+  const supplied = await readFile(join(dataDirectory, 'postgresql.conf'), 'utf8');
+  assert.match(supplied, /^max_connections = 30$/m);
+  for (const name of ['max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction']) assert.match(supplied, new RegExp(`^${name} = \\d+$`, 'm'));
   assert.match(summary.next, /pg_ctl -D .* start/);
 
   assert.ok(existsSync(join(dataDirectory, 'recovery.signal')));
