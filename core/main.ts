@@ -2,5 +2,5 @@
 import { main } from './cli.js';
 
 const code = await main(process.argv.slice(2));
-// Let winston's stream transports drain before exiting.
+// Let the log lines on stderr drain before exiting.
 process.stderr.write('', () => process.exit(code));

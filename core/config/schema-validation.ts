@@ -1,13 +1,24 @@
 /**
  * JSON Schema validation with ajv, and the translation of ajv's errors into one line per problem
  * that an operator can act on: the YAML path and what is wrong with it.
+ *
+ * Every walrus process validates its config, and archive_command starts one per WAL segment.
+ * Importing ajv and compiling the fleet schema took ~0.3 s of each; so the validation code ajv
+ * generates for a schema is kept in the user's cache directory (ajv's "standalone" output, the
+ * same code ajv runs after compiling) and later processes load it instead of ajv. The file name is
+ * a hash of the schema, ajv's version and the options, so a changed schema compiles afresh.
  */
-import _Ajv2020 from 'ajv/dist/2020.js';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import type { ErrorObject, ValidateFunction } from 'ajv';
+import type _Ajv2020 from 'ajv/dist/2020.js';
 import type { JsonSchema } from '../types.js';
 
-// ajv ships CommonJS; under NodeNext the class is on .default.
-const Ajv2020 = ((_Ajv2020 as any).default ?? _Ajv2020) as typeof _Ajv2020.default;
+// ajv is CommonJS: required synchronously, and only when a schema has to be compiled.
+const require = createRequire(import.meta.url);
+type Ajv2020Class = typeof _Ajv2020.default;
 
 const CRON_NICKNAMES = new Set(['@hourly', '@daily', '@midnight', '@weekly', '@monthly', '@yearly', '@annually']);
 const CRON_FIELDS: Array<[number, number, string[]?]> = [
@@ -48,6 +59,9 @@ export function isCronExpression(text: string): boolean {
 }
 
 export function createAjv() {
+  const module = require('ajv/dist/2020.js');
+  // under NodeNext the class is on .default
+  const Ajv2020 = (module.default ?? module) as Ajv2020Class;
   const ajv = new Ajv2020({ allErrors: true, verbose: true, strict: true, allowUnionTypes: true });
   ajv.addKeyword({ keyword: 'x-message', schemaType: 'string' });
   ajv.addFormat('cron', { type: 'string', validate: isCronExpression });
@@ -129,6 +143,75 @@ export function schemaProblems(validate: ValidateFunction, data: unknown): Schem
   return problems;
 }
 
-export function compileSchema(schema: JsonSchema): ValidateFunction {
-  return createAjv().compile(schema);
+/** Bump when createAjv's options or keywords change: the cached code depends on them. */
+const CACHE_GENERATION = 1;
+const FORMATS = { cron: { type: 'string', validate: isCronExpression } };
+
+function cacheDirectory(env: NodeJS.ProcessEnv): string | null {
+  if (env.WALRUS_SCHEMA_CACHE === 'off') return null;
+  const base = env.XDG_CACHE_HOME || (env.HOME ? join(env.HOME, '.cache') : '');
+  return base ? join(base, 'walrus', 'validators') : null;
+}
+
+function cacheKey(schema: JsonSchema): string {
+  let ajvVersion = 'unknown';
+  try {
+    ajvVersion = JSON.parse(readFileSync(require.resolve('ajv/package.json'), 'utf8')).version;
+  } catch {
+    /* no version: the key still changes with the schema */
+  }
+  return createHash('sha256')
+    .update(JSON.stringify([CACHE_GENERATION, ajvVersion, isCronExpression.toString(), schema]))
+    .digest('hex');
+}
+
+/** The cached validation code, if it is there and only this user could have written it. */
+function loadCached(file: string): ValidateFunction | null {
+  let code: string;
+  try {
+    const info = statSync(file);
+    if ((process.getuid && info.uid !== process.getuid()) || (info.mode & 0o022) !== 0) return null;
+    code = readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    const module = { exports: {} as unknown };
+    // ajv's standalone code is a CommonJS module that requires only ajv's small runtime helpers
+    const runtimeRequire = (id: string) => {
+      if (!id.startsWith('ajv/dist/runtime/')) throw new Error(`unexpected require ${id}`);
+      return require(id);
+    };
+    new Function('module', 'exports', 'require', 'formats', code)(module, module.exports, runtimeRequire, FORMATS);
+    return typeof module.exports === 'function' ? (module.exports as ValidateFunction) : null;
+  } catch {
+    return null;
+  }
+}
+
+function storeCached(directory: string, file: string, code: string): void {
+  try {
+    mkdirSync(directory, { recursive: true, mode: 0o700 });
+    const temp = `${file}.${process.pid}.tmp`;
+    writeFileSync(temp, code, { mode: 0o600 });
+    renameSync(temp, file);
+  } catch {
+    /* no cache (read-only home): the next process compiles again */
+  }
+}
+
+export function compileSchema(schema: JsonSchema, env: NodeJS.ProcessEnv = process.env): ValidateFunction {
+  const directory = cacheDirectory(env);
+  if (!directory) return createAjv().compile(schema);
+  const file = join(directory, `${cacheKey(schema)}.cjs`);
+  const cached = loadCached(file);
+  if (cached) return cached;
+  const ajv = createAjv();
+  ajv.opts.code.source = true;
+  const { _ } = require('ajv');
+  ajv.opts.code.formats = _`formats`;
+  const validate = ajv.compile(schema);
+  const standaloneCode = require('ajv/dist/standalone').default as (ajv: unknown, v: ValidateFunction) => string;
+  storeCached(directory, file, standaloneCode(ajv, validate));
+  return validate;
 }
