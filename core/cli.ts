@@ -166,6 +166,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env,
     return reportFailure(e, log, debug);
   } finally {
     for (const r of runtimes.values()) await r.then((rt) => rt.close()).catch(() => {});
+    await log.flush();
   }
 }
 

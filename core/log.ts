@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+
 /**
  * Logging: winston, to stderr. Human lines shaped like WAL-E's so existing log greps keep working:
  *
@@ -8,9 +10,11 @@
  * `--log-format json` writes one JSON object per line instead. Every string that came from a
  * `${env:}` / `${file:}` reference (secrets) is masked before anything is written.
  *
- * Lines are formatted here and written straight to the stream: archive_command starts a process
- * per segment, and importing winston cost ~60–90 ms of each one for a level filter and a write.
+ * archive_command starts a process per segment and importing winston costs ~60–90 ms, so winston
+ * is loaded (synchronously) on the first line that passes the level filter: `--help`, or a quiet
+ * run, never pays for it. Lines are masked and formatted here; winston carries them to the stream.
  */
+const require = createRequire(import.meta.url);
 
 export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 export type LogFormat = 'text' | 'json';
@@ -29,6 +33,8 @@ export interface Logger {
   debug(message: string, fields?: LogFields): void;
   /** Register values that must never appear in output (passphrases, keys, tokens). */
   addSecrets(values: Iterable<string>): void;
+  /** Resolves once every line logged so far has reached the stream (call before exiting). */
+  flush(): Promise<void>;
 }
 
 const MASK = '********';
@@ -97,7 +103,19 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       hint: m(fields.hint),
       structured: fields.structured && Object.fromEntries(Object.entries(fields.structured).map(([k, v]) => [k, m(v)])),
     };
-    stream.write(mask.apply(format === 'json' ? jsonLine(level, m(message), masked) : textLine(level, m(message), masked)) + '\n');
+    transport().log({ level, message: mask.apply(format === 'json' ? jsonLine(level, m(message), masked) : textLine(level, m(message), masked)) });
+  };
+  let winstonLogger: { log(entry: { level: string; message: string }): void; end(): void; once(e: string, f: () => void): void } | undefined;
+  const transport = () => {
+    if (!winstonLogger) {
+      const winston = require('winston') as typeof import('winston');
+      winstonLogger = winston.createLogger({
+        level: 'debug', // filtered above, before any formatting
+        format: winston.format.printf((info) => String(info.message)),
+        transports: [new winston.transports.Stream({ stream: stream as NodeJS.WritableStream })],
+      });
+    }
+    return winstonLogger;
   };
   return {
     error: at('error'),
@@ -105,6 +123,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
     info: at('info'),
     debug: at('debug'),
     addSecrets: (values) => mask.add(values),
+    flush: () =>
+      new Promise<void>((resolve) => {
+        if (!winstonLogger) return resolve();
+        const w = winstonLogger;
+        winstonLogger = undefined;
+        w.once('finish', () => resolve());
+        w.end();
+      }),
   };
 }
 
@@ -115,4 +141,5 @@ export const silentLogger: Logger = {
   info() {},
   debug() {},
   addSecrets() {},
+  flush: async () => {},
 };

@@ -37,4 +37,4 @@ if ! ls node_modules/lzo/build/Release/*.node >/dev/null 2>&1; then
   echo "walrus setup: the native LZO addon (npm package lzo) did not build: install python3, make and g++ and run npm rebuild lzo" >&2
   exit 1
 fi
-npx tsc -p tsconfig.build.json
+npm run build --silent

@@ -3,15 +3,18 @@
  * that an operator can act on: the YAML path and what is wrong with it.
  *
  * Every walrus process validates its config, and archive_command starts one per WAL segment.
- * Importing ajv and compiling the fleet schema took ~0.3 s of each; so the validation code ajv
- * generates for a schema is kept in the user's cache directory (ajv's "standalone" output, the
- * same code ajv runs after compiling) and later processes load it instead of ajv. The file name is
- * a hash of the schema, ajv's version and the options, so a changed schema compiles afresh.
+ * Importing ajv and compiling the fleet schema took ~0.3 s of each; so the build
+ * (`npm run build`, core/config/precompile-validators.ts) writes the validation code ajv generates
+ * for the fleet schema and every built-in plugin's options schema into dist/validators/ (ajv's
+ * "standalone" output: the same code ajv runs after compiling), and processes load it instead of
+ * ajv. The file name is a hash of the schema, ajv's version and the options, so a changed schema
+ * (or a user plugin's) is compiled at run time as before.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 import type _Ajv2020 from 'ajv/dist/2020.js';
 import type { JsonSchema } from '../types.js';
@@ -147,11 +150,8 @@ export function schemaProblems(validate: ValidateFunction, data: unknown): Schem
 const CACHE_GENERATION = 1;
 const FORMATS = { cron: { type: 'string', validate: isCronExpression } };
 
-function cacheDirectory(env: NodeJS.ProcessEnv): string | null {
-  if (env.WALRUS_SCHEMA_CACHE === 'off') return null;
-  const base = env.XDG_CACHE_HOME || (env.HOME ? join(env.HOME, '.cache') : '');
-  return base ? join(base, 'walrus', 'validators') : null;
-}
+/** dist/validators/ beside the compiled core (from sources there is none: compile at run time). */
+export const VALIDATOR_DIRECTORY = fileURLToPath(new URL('../../validators/', import.meta.url));
 
 function cacheKey(schema: JsonSchema): string {
   let ajvVersion = 'unknown';
@@ -165,12 +165,13 @@ function cacheKey(schema: JsonSchema): string {
     .digest('hex');
 }
 
-/** The cached validation code, if it is there and only this user could have written it. */
+/** The precompiled validation code, if it is there and only its installer could have written it. */
 function loadCached(file: string): ValidateFunction | null {
   let code: string;
   try {
     const info = statSync(file);
-    if ((process.getuid && info.uid !== process.getuid()) || (info.mode & 0o022) !== 0) return null;
+    const trustedOwner = info.uid === 0 || info.uid === process.getuid?.();
+    if (!trustedOwner || (info.mode & 0o022) !== 0) return null;
     code = readFileSync(file, 'utf8');
   } catch {
     return null;
@@ -189,29 +190,17 @@ function loadCached(file: string): ValidateFunction | null {
   }
 }
 
-function storeCached(directory: string, file: string, code: string): void {
-  try {
-    mkdirSync(directory, { recursive: true, mode: 0o700 });
-    const temp = `${file}.${process.pid}.tmp`;
-    writeFileSync(temp, code, { mode: 0o600 });
-    renameSync(temp, file);
-  } catch {
-    /* no cache (read-only home): the next process compiles again */
-  }
-}
-
-export function compileSchema(schema: JsonSchema, env: NodeJS.ProcessEnv = process.env): ValidateFunction {
-  const directory = cacheDirectory(env);
-  if (!directory) return createAjv().compile(schema);
-  const file = join(directory, `${cacheKey(schema)}.cjs`);
-  const cached = loadCached(file);
-  if (cached) return cached;
+/** Compile `schema` and return ajv's standalone code for it, with the file name it is looked up by. */
+export function precompiledValidator(schema: JsonSchema): { file: string; code: string } {
   const ajv = createAjv();
   ajv.opts.code.source = true;
   const { _ } = require('ajv');
   ajv.opts.code.formats = _`formats`;
   const validate = ajv.compile(schema);
   const standaloneCode = require('ajv/dist/standalone').default as (ajv: unknown, v: ValidateFunction) => string;
-  storeCached(directory, file, standaloneCode(ajv, validate));
-  return validate;
+  return { file: `${cacheKey(schema)}.cjs`, code: standaloneCode(ajv, validate) };
+}
+
+export function compileSchema(schema: JsonSchema): ValidateFunction {
+  return loadCached(join(VALIDATOR_DIRECTORY, `${cacheKey(schema)}.cjs`)) ?? createAjv().compile(schema);
 }

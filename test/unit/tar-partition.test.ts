@@ -66,7 +66,7 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 function collectingLogger(lines: string[]): Logger {
   const at = (message: string) => lines.push(message);
-  return { error: at, warn: at, info: at, debug: at, addSecrets() {} };
+  return { error: at, warn: at, info: at, debug: at, addSecrets() {}, flush: async () => {} };
 }
 
 describe('planPartitions', () => {

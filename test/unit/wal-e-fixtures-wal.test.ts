@@ -50,11 +50,11 @@ function digestOfCommand(command: string, args: string[], env: NodeJS.ProcessEnv
     const hash = createHash('sha256');
     let bytes = 0;
     let stderr = '';
-    child.stdout.on('data', (b: Buffer) => {
+    child.stdout!.on('data', (b: Buffer) => {
       hash.update(b);
       bytes += b.length;
     });
-    child.stderr.on('data', (b) => (stderr += b));
+    child.stderr!.on('data', (b) => (stderr += b));
     child.on('error', reject);
     child.on('close', (code) => resolve({ sha256: hash.digest('hex'), bytes, code: code ?? -1, stderr }));
     if (inputPath && child.stdin) {

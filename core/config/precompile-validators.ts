@@ -1,0 +1,33 @@
+/**
+ * Build step (`npm run build`): write ajv's standalone validation code for the fleet schema and
+ * every built-in plugin's options schema into dist/validators/, so that walrus processes validate
+ * their config without importing or running ajv's compiler (see schema-validation.ts).
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BUILT_IN_PLUGINS, loadManifest } from '../registry.js';
+import { VALIDATOR_DIRECTORY, precompiledValidator } from './schema-validation.js';
+import type { JsonSchema } from '../types.js';
+
+const fleetSchemaPath = [new URL('../../schemas/fleet.schema.json', import.meta.url), new URL('../../../schemas/fleet.schema.json', import.meta.url)]
+  .map((u) => fileURLToPath(u))
+  .find((p) => {
+    try {
+      readFileSync(p);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+if (!fleetSchemaPath) throw new Error('schemas/fleet.schema.json not found');
+
+const schemas: Array<[string, JsonSchema]> = [['fleet', JSON.parse(readFileSync(fleetSchemaPath, 'utf8'))]];
+for (const name of BUILT_IN_PLUGINS) schemas.push([`plugin ${name}`, (await loadManifest(name, process.cwd())).optionsSchema]);
+
+mkdirSync(VALIDATOR_DIRECTORY, { recursive: true, mode: 0o755 });
+for (const [what, schema] of schemas) {
+  const { file, code } = precompiledValidator(schema);
+  writeFileSync(join(VALIDATOR_DIRECTORY, file), code, { mode: 0o644 });
+  process.stdout.write(`precompiled ${what} → ${file}\n`);
+}
