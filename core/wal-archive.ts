@@ -287,6 +287,7 @@ export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, 
   const worker = async () => {
     for (let name = queue.shift(); name; name = queue.shift()) {
       const done = join(dir, name);
+      if (await alreadyRequested(walDirectory, name)) continue; // recovery is past it: nobody will take it
       if (await stat(done).then(() => true, () => false)) continue;
       if (await stat(join(walDirectory, name)).then(() => true, () => false)) continue;
       const claim = join(running, name);
@@ -317,6 +318,37 @@ export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, 
   return fetched;
 }
 
+const LAST_REQUESTED = '.last-requested';
+
+/** Note the segment recovery asked for last: prefetchers skip it and everything before it. */
+export async function recordRequested(walDirectory: string, name: string): Promise<void> {
+  const dir = prefetchDirectory(walDirectory);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const temp = join(dir, `${LAST_REQUESTED}.${randomBytes(4).toString('hex')}`);
+  await writeFile(temp, name, { mode: 0o600 });
+  await rename(temp, join(dir, LAST_REQUESTED));
+}
+
+async function alreadyRequested(walDirectory: string, name: string): Promise<boolean> {
+  const last = await readFile(join(prefetchDirectory(walDirectory), LAST_REQUESTED), 'utf8').catch(() => '');
+  return isSegmentName(last) && last.slice(0, 8) === name.slice(0, 8) && name <= last;
+}
+
+/** A wal-fetch killed mid-write leaves its hidden temp file beside DEST: old ones are removed. */
+export async function cleanPartialFiles(walDirectory: string, olderThanMs = 10 * 60 * 1000): Promise<void> {
+  let entries: string[];
+  try {
+    entries = await readdir(walDirectory);
+  } catch {
+    return;
+  }
+  for (const e of entries.filter((e) => e.startsWith('.') && e.includes('.walrus-partial-'))) {
+    const p = join(walDirectory, e);
+    const s = await stat(p).catch(() => null);
+    if (s && Date.now() - s.mtimeMs > olderThanMs) await rm(p, { force: true }).catch(() => {});
+  }
+}
+
 /** Remove prefetched segments at or before `name` (replayed or skipped) and stale claims. */
 export async function cleanPrefetched(walDirectory: string, name: string): Promise<void> {
   const dir = prefetchDirectory(walDirectory);
@@ -329,7 +361,7 @@ export async function cleanPrefetched(walDirectory: string, name: string): Promi
       continue;
     }
     for (const e of entries) {
-      if (e === 'running') continue;
+      if (e === 'running' || e === LAST_REQUESTED) continue;
       const p = join(dir, sub, e);
       try {
         const s = await stat(p);

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { EXIT, WalrusError } from '../errors.js';
 import { isSegmentName } from '../layout.js';
-import { cleanPrefetched, fetchWalFile, segmentsAfter, takePrefetched } from '../wal-archive.js';
+import { cleanPartialFiles, cleanPrefetched, fetchWalFile, recordRequested, segmentsAfter, takePrefetched } from '../wal-archive.js';
 import type { VerbRunner } from '../verbs.js';
 import { reportFailure, type VerbContext } from '../cli.js';
 
@@ -37,6 +37,7 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
   const walDirectory = dirname(resolve(dest));
   const server = ctx.server();
   try {
+    if (isSegmentName(name) && server.prefetch > 0) await recordRequested(walDirectory, name).catch(() => {});
     const prefetched = isSegmentName(name) && (await takePrefetched(walDirectory, name, dest));
     if (prefetched) {
       ctx.log.info('promoted a prefetched WAL segment', { detail: `${name} → ${dest}`, structured: { action: 'wal-fetch', seg: name, state: 'complete', prefetch: 'hit' } });
@@ -44,6 +45,7 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
       const rt = await ctx.runtime();
       await fetchWalFile(rt, name, dest);
     }
+    await cleanPartialFiles(walDirectory).catch(() => {});
     if (isSegmentName(name) && server.prefetch > 0) {
       await cleanPrefetched(walDirectory, name).catch(() => {});
       startPrefetcher(ctx, walDirectory, name, server.prefetch);

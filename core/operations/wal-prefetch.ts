@@ -6,6 +6,8 @@ import type { VerbRunner } from '../verbs.js';
 
 export const run: VerbRunner = async (ctx, [walDirectory, first], options) => {
   if (!isSegmentName(first)) throw usageError(`'${first}' is not a WAL segment name`);
+  // A detached helper must never linger (a storage that hangs, a deleted directory): at most 10 minutes.
+  setTimeout(() => process.exit(0), 10 * 60 * 1000).unref();
   const rt = await ctx.runtime();
   const count = options.count !== undefined ? Number(options.count) : rt.server.prefetch;
   if (!Number.isInteger(count) || count < 1 || count > 256) throw usageError(`--count must be an integer from 1 to 256`);

@@ -7,7 +7,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nextSegmentName } from '../../core/layout.js';
 import { hasStackTrace, logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig, type WalrusResult } from '../helpers/walrus-cli.js';
@@ -157,6 +157,23 @@ describe('wal-fetch', () => {
     const r = await walrus(['wal-fetch', name, 'pg_wal/RECOVERYXLOG']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(sha256(await readFile(join(pgWal, 'RECOVERYXLOG'))), sha256(content));
+  });
+
+  test('a temp file left by a killed wal-fetch is removed by a later one once it is old', async () => {
+    const [name] = segments('000000010000000000000038', 1);
+    await writeSegment(name);
+    assert.equal((await walrus(['wal-push', `pg_wal/${name}`])).code, 0);
+    const stale = join(pgWal, '.RECOVERYXLOG.walrus-partial-deadbeef');
+    const fresh = join(pgWal, '.RECOVERYXLOG.walrus-partial-0badcafe');
+    await writeFile(stale, 'half a segment');
+    await writeFile(fresh, 'a fetch still running');
+    const hourAgo = new Date(Date.now() - 60 * 60 * 1000);
+    await utimes(stale, hourAgo, hourAgo);
+    const r = await walrus(['wal-fetch', name, 'pg_wal/RECOVERYXLOG']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!existsSync(stale), 'the old partial file is gone');
+    assert.ok(existsSync(fresh), 'a recent one may belong to a running fetch: kept');
+    await rm(fresh, { force: true });
   });
 
   test('a segment that is not archived: exit 1, nothing at DEST', async () => {
