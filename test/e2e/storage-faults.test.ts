@@ -7,8 +7,8 @@
  * - Every request faulted: every command fails in bounded time with exit 3 (STORAGE), leaving
  *   nothing in the bucket that looks complete and nothing at the destination.
  *
- * Verbs are rows of VERB_CASES (what to run, what must exist afterwards): backup-push / backup-fetch
- * get rows of their own once those verbs exist.
+ * Verbs are rows of VERB_CASES (what to run, what must exist afterwards). backup-push / backup-fetch
+ * need a PostgreSQL cluster and a fault switched on mid-transfer: test/e2e/backup-faults.test.ts.
  */
 import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
@@ -179,8 +179,8 @@ const VERB_CASES: VerbCase[] = [
       assert.deepEqual(leftovers, [], 'the temp file beside DEST was removed');
     },
   },
-  // backup-push / backup-fetch: add rows here once the verbs exist (a cluster from
-  // test/helpers/pg-cluster.ts for backup-push; an empty DATADIR that must stay empty for backup-fetch).
+  // backup-push / backup-fetch: test/e2e/backup-faults.test.ts (they need a cluster, and faults that
+  // start once the transfer is under way).
 ];
 
 // The two suites, and the cases of the second, run at the same time: most of their time is spent
