@@ -43,7 +43,8 @@ export const run: VerbRunner = async (ctx, _positionals, options) => {
     try {
       const r = await work();
       steps.push({ step: name, ms: Date.now() - t, ok: true, detail: detail?.(r) });
-      if (!ctx.json) ctx.log.info(`drill: ${name} done in ${((Date.now() - t) / 1000).toFixed(1)} s${detail ? `: ${detail(r)}` : ''}`);
+      // progress for a person watching; the report below says the same once it is done
+      (process.stderr.isTTY && !ctx.json ? ctx.log.info : ctx.log.debug)(`drill: ${name} done in ${((Date.now() - t) / 1000).toFixed(1)} s${detail ? `: ${detail(r)}` : ''}`);
       return r;
     } catch (e) {
       steps.push({ step: name, ms: Date.now() - t, ok: false, detail: (e as Error).message });
