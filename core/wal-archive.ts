@@ -5,7 +5,7 @@
  */
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -319,6 +319,34 @@ export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, 
 }
 
 const LAST_REQUESTED = '.last-requested';
+/** Read by bin/walrus's prefetch-hit fast path: which config and server this pg_wal's wal-fetch runs with. */
+const FAST_PATH_SETTINGS = '.fast-path';
+
+export interface FastPathSettings {
+  /** The fleet config file, absolute, and its mtime and size when wal-fetch last loaded it. */
+  config: string;
+  configMtimeMs: number;
+  configSize: number;
+  /** --server / WALRUS_SERVER as given (null: the config's only server). */
+  server: string | null;
+  /** The server's `prefetch` setting. */
+  prefetch: number;
+}
+
+/**
+ * Let later wal-fetch calls with the same config and server take prefetched segments without
+ * loading the CLI (bin/walrus). Any mismatch there falls back to the full wal-fetch.
+ */
+export async function recordFastPathSettings(walDirectory: string, configPath: string, server: string | null, prefetch: number): Promise<void> {
+  const dir = prefetchDirectory(walDirectory);
+  const config = resolve(configPath);
+  const s = await stat(config);
+  const settings: FastPathSettings = { config, configMtimeMs: s.mtimeMs, configSize: s.size, server, prefetch };
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const temp = join(dir, `${FAST_PATH_SETTINGS}.${randomBytes(4).toString('hex')}`);
+  await writeFile(temp, JSON.stringify(settings), { mode: 0o600 });
+  await rename(temp, join(dir, FAST_PATH_SETTINGS));
+}
 
 /** Note the segment recovery asked for last: prefetchers skip it and everything before it. */
 export async function recordRequested(walDirectory: string, name: string): Promise<void> {
@@ -361,7 +389,7 @@ export async function cleanPrefetched(walDirectory: string, name: string): Promi
       continue;
     }
     for (const e of entries) {
-      if (e === 'running' || e === LAST_REQUESTED) continue;
+      if (e === 'running' || e === LAST_REQUESTED || e === FAST_PATH_SETTINGS) continue;
       const p = join(dir, sub, e);
       try {
         const s = await stat(p);

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { EXIT, WalrusError } from '../errors.js';
 import { isSegmentName } from '../layout.js';
-import { cleanPartialFiles, cleanPrefetched, fetchWalFile, recordRequested, segmentsAfter, takePrefetched } from '../wal-archive.js';
+import { cleanPartialFiles, cleanPrefetched, fetchWalFile, recordFastPathSettings, recordRequested, segmentsAfter, takePrefetched } from '../wal-archive.js';
 import type { VerbRunner } from '../verbs.js';
 import { reportFailure, type VerbContext } from '../cli.js';
 
@@ -49,6 +49,7 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
     if (isSegmentName(name) && server.prefetch > 0) {
       await cleanPrefetched(walDirectory, name).catch(() => {});
       startPrefetcher(ctx, walDirectory, name, server.prefetch);
+      if (ctx.configPath) await recordFastPathSettings(walDirectory, ctx.configPath, ctx.serverName ?? null, server.prefetch).catch(() => {});
     }
   } catch (e) {
     if (e instanceof WalrusError && e.kind === 'NOT_FOUND') {

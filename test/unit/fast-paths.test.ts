@@ -1,0 +1,167 @@
+/**
+ * bin/walrus's prefetch-hit fast path for wal-fetch: it moves a prefetched segment into place
+ * without loading the CLI only when wal-fetch's own full run left matching settings (same config
+ * file, unchanged, same server) and the prefetch queue is still at least half full; otherwise the
+ * full CLI runs. Through the real bin/walrus, file storage, fake 16 MiB segments.
+ *
+ * To tell the two paths apart, some tests give the fast path a config file the full CLI cannot
+ * load: success there proves the fast path ran, a config error proves it fell through.
+ */
+import { test, before, after, describe } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { nextSegmentName } from '../../core/layout.js';
+import { prefetchDirectory, recordFastPathSettings } from '../../core/wal-archive.js';
+import { logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
+
+let temp: { path: string; cleanup: () => Promise<void> };
+let n = 0;
+
+function segments(first: string, count: number): string[] {
+  const out = [first];
+  while (out.length < count) out.push(nextSegmentName(out[out.length - 1]));
+  return out;
+}
+
+/** A fresh data directory whose pg_wal/.walrus/prefetch/ holds `prefetched` (small fake segments). */
+async function scene(prefetched: string[]) {
+  const dataDirectory = join(temp.path, `data${++n}`);
+  const pgWal = join(dataDirectory, 'pg_wal');
+  const dir = prefetchDirectory(pgWal);
+  await mkdir(dir, { recursive: true });
+  const contents = new Map<string, Buffer>();
+  for (const name of prefetched) {
+    const c = randomBytes(4096);
+    contents.set(name, c);
+    await writeFile(join(dir, name), c);
+  }
+  return { dataDirectory, pgWal, dir, contents };
+}
+
+/** A config file the full CLI refuses (not YAML of a fleet): only the fast path can succeed with it. */
+async function unloadableConfig(): Promise<string> {
+  const path = join(temp.path, `broken${++n}.yaml`);
+  await writeFile(path, 'this: [is not a fleet\n');
+  return path;
+}
+
+before(async () => {
+  temp = await makeTempDirectory('fast-paths');
+});
+after(async () => {
+  if (temp) await waitForWalrusProcesses(temp.path);
+  await temp?.cleanup();
+});
+
+describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
+  test('takes a prefetched segment without loading the config: DEST has its bytes, .last-requested names it, INFO line', async () => {
+    const names = segments('000000010000000000000020', 9);
+    const s = await scene(names);
+    const config = await unloadableConfig();
+    await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+    const r = await runWalrus(['wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await readFile(join(s.pgWal, 'RECOVERYXLOG')), s.contents.get(names[0]));
+    assert.ok(!existsSync(join(s.dir, names[0])), 'the prefetched copy was moved, not copied');
+    assert.equal(await readFile(join(s.dir, '.last-requested'), 'utf8'), names[0]);
+    assert.deepEqual(logMessages(r.stderr), [['INFO', 'promoted a prefetched WAL segment']]);
+    assert.match(r.stderr, new RegExp(`STRUCTURED: time=\\S+ pid=\\d+ action=wal-fetch seg=${names[0]} state=complete prefetch=hit`));
+    assert.deepEqual((await readdir(s.dir)).filter((e) => e.startsWith('.last-requested.')), [], 'no temp file left');
+  });
+
+  test('--log-level warn: no line; --log-format json: one JSON record', async () => {
+    const names = segments('000000010000000000000030', 10);
+    const s = await scene(names);
+    const config = await unloadableConfig();
+    await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+    const quiet = await runWalrus(['--log-level', 'warn', 'wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.equal(quiet.stderr, '');
+    const json = await runWalrus(['--log-format=json', 'wal-fetch', names[1], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
+    assert.equal(json.code, 0, json.stderr);
+    const record = JSON.parse(json.stderr.trim());
+    assert.equal(record.level, 'info');
+    assert.equal(record.seg, names[1]);
+    assert.equal(record.prefetch, 'hit');
+    assert.deepEqual(await readFile(join(s.pgWal, 'RECOVERYXLOG')), s.contents.get(names[1]));
+  });
+
+  for (const [why, change] of [
+    ['the prefetch queue is less than half full (a new prefetcher is due)', { keep: 4 }],
+    ['the config file changed since wal-fetch recorded it', { touch: true }],
+    ['another server is named', { server: 'db2' }],
+    ['--debug is given', { debug: true }],
+    ['no settings were recorded', { noSettings: true }],
+  ] as const) {
+    test(`falls through to the full CLI when ${why}`, async () => {
+      const names = segments('000000010000000000000040', 9);
+      const kept = 'keep' in change ? names.slice(0, change.keep) : names;
+      const s = await scene(kept);
+      const config = await unloadableConfig();
+      if (!('noSettings' in change)) await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+      if ('touch' in change) await utimes(config, new Date(), new Date(Date.now() + 5000));
+      const r = await runWalrus([...('debug' in change ? ['--debug'] : []), 'wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], {
+        config,
+        server: 'server' in change ? change.server : 'db1',
+        cwd: s.dataDirectory,
+      });
+      assert.notEqual(r.code, 0, `the full CLI ran and refused the broken config:\n${r.stderr}`);
+      assert.ok(existsSync(join(s.dir, names[0])), 'the prefetched segment is still there');
+      assert.ok(!existsSync(join(s.pgWal, 'RECOVERYXLOG')));
+    });
+  }
+
+  test('a segment that is not prefetched falls through (full CLI)', async () => {
+    const names = segments('000000010000000000000050', 9);
+    const s = await scene(names.slice(1));
+    const config = await unloadableConfig();
+    await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+    const r = await runWalrus(['wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
+    assert.notEqual(r.code, 0);
+    assert.ok(!existsSync(join(s.pgWal, 'RECOVERYXLOG')));
+  });
+
+  test('the full wal-fetch records the settings, and the next hit with the same arguments takes the fast path', async () => {
+    const dataDirectory = join(temp.path, 'full');
+    const pgWal = join(dataDirectory, 'pg_wal');
+    const store = join(temp.path, 'full-store');
+    await mkdir(join(pgWal, 'archive_status'), { recursive: true });
+    const config = await writeFleetConfig(join(temp.path, 'full.yaml'), simpleFleet({ storage: store, dataDirectory, prefix: 'db1', prefetch: 8, poolSize: 2 }));
+    // a whole-second mtime, so the test can put it back exactly after rewriting the file below
+    const mtime = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+    await utimes(config, mtime, mtime);
+    const names = segments('000000010000000000000060', 12);
+    const contents = new Map<string, Buffer>();
+    for (const name of names) {
+      const c = randomBytes(16 * 1024 * 1024);
+      contents.set(name, c);
+      await writeFile(join(pgWal, name), c);
+      const pushed = await runWalrus(['wal-push', `pg_wal/${name}`], { config, server: 'db1', cwd: dataDirectory });
+      assert.equal(pushed.code, 0, pushed.stderr);
+    }
+    for (const name of names) await rm(join(pgWal, name));
+
+    const first = await runWalrus(['wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: dataDirectory });
+    assert.equal(first.code, 0, first.stderr);
+    assert.deepEqual(await readFile(join(pgWal, 'RECOVERYXLOG')), contents.get(names[0]));
+    const settings = JSON.parse(await readFile(join(prefetchDirectory(pgWal), '.fast-path'), 'utf8'));
+    assert.equal(settings.config, config);
+    assert.equal(settings.server, 'db1');
+    assert.equal(settings.prefetch, 8);
+
+    // wait for the detached prefetcher to bring names[1..8]
+    const deadline = Date.now() + 60_000;
+    while (names.slice(1, 9).some((x) => !existsSync(join(prefetchDirectory(pgWal), x))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await waitForWalrusProcesses(temp.path);
+    // the same config, now unloadable but with the recorded mtime and size kept: only the fast path succeeds
+    const text = await readFile(config);
+    await writeFile(config, Buffer.alloc(text.length, '#'));
+    await utimes(config, mtime, mtime);
+    const hit = await runWalrus(['wal-fetch', names[1], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: dataDirectory });
+    assert.equal(hit.code, 0, hit.stderr);
+    assert.deepEqual(await readFile(join(pgWal, 'RECOVERYXLOG')), contents.get(names[1]));
+  });
+});
