@@ -12,7 +12,7 @@ import type { ValidateFunction } from 'ajv';
 import { WalrusError, integrityError, notFound, usageError } from './errors.js';
 import { ArchiveLayout } from './layout.js';
 import { compileSchema, schemaProblems } from './config/schema-validation.js';
-import type { BackupSentinel } from './backup-sentinel.js';
+import { sentinelSealIntact, type BackupSentinel } from './backup-sentinel.js';
 import type { Storage } from './types.js';
 
 /** What the catalog needs of a server runtime (a ServerRuntime fits). */
@@ -82,6 +82,11 @@ export function parseSentinel(text: string, where: string): BackupSentinel {
   const problems = schemaProblems(validateSentinel(), data);
   if (problems.length) {
     throw integrityError(`${where} is not a backup sentinel: ${problems.map((p) => `${p.path.join('.') || '(top)'} ${p.message}`).join('; ')}`, {
+      hint: 'the sentinel is damaged; the backup cannot be trusted (take a new one, then delete this one)',
+    });
+  }
+  if (sentinelSealIntact(data as BackupSentinel) === false) {
+    throw integrityError(`${where} does not match its own SHA-256 (walrus.sentinelSha256): it was damaged after it was written`, {
       hint: 'the sentinel is damaged; the backup cannot be trusted (take a new one, then delete this one)',
     });
   }

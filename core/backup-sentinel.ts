@@ -3,6 +3,7 @@
  * WAL-E's fields first (WAL-E reads them), then walrus's own under `walrus` (WAL-E ignores them).
  * A backup without its sentinel does not exist.
  */
+import { createHash } from 'node:crypto';
 export interface TablespaceEntry {
   loc: string;
   link: string;
@@ -40,6 +41,8 @@ export interface WalrusBackupInfo {
   backupLabel?: string;
   tablespaceMap?: string | null;
   partitions: PartitionRecord[];
+  /** SHA-256 of the sentinel's compact JSON with this field set to '' (see sealSentinel). */
+  sentinelSha256?: string;
   /** extended_version.txt's stored size/sha256 */
   extendedVersion?: { key: string; storedBytes: number; storedSha256: string };
 }
@@ -55,4 +58,23 @@ export interface BackupSentinel {
   };
   /** Present only on walrus-written backups. */
   walrus?: WalrusBackupInfo;
+}
+
+const digestOf = (s: BackupSentinel) => createHash('sha256').update(JSON.stringify({ ...s, walrus: { ...s.walrus!, sentinelSha256: '' } })).digest('hex');
+
+/**
+ * The sentinel as written: compact JSON whose walrus block carries the SHA-256 of the sentinel
+ * itself (computed with that field empty). JSON that still parses and fits the schema after a
+ * flipped byte (a digit in a size, a letter in the backup label) is then still caught.
+ */
+export function sealSentinel(s: BackupSentinel): string {
+  if (!s.walrus) return JSON.stringify(s);
+  return JSON.stringify({ ...s, walrus: { ...s.walrus, sentinelSha256: digestOf(s) } });
+}
+
+/** true: the seal matches; false: it does not (damaged); null: no seal (WAL-E's, or an older walrus). */
+export function sentinelSealIntact(s: BackupSentinel): boolean | null {
+  const recorded = s.walrus?.sentinelSha256;
+  if (!recorded) return null;
+  return digestOf(s) === recorded;
 }

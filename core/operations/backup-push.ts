@@ -17,8 +17,8 @@ import PQueue from 'p-queue';
 import { WalrusError, databaseError, refusedError, usageError } from '../errors.js';
 import { ArchiveLayout } from '../layout.js';
 import { writeObject } from '../pipeline.js';
-import { packPartition, planPartitions, type InlineFile, type Partition } from '../tar-partition.js';
-import type { BackupSentinel, PartitionRecord, WalrusBackupInfo } from '../backup-sentinel.js';
+import { WALRUS_PARTITION_LIMITS, packPartition, planPartitions, type InlineFile, type Partition } from '../tar-partition.js';
+import { sealSentinel, type BackupSentinel, type PartitionRecord, type WalrusBackupInfo } from '../backup-sentinel.js';
 import type { DataFile, TablespaceSpec } from '../types.js';
 import type { Logger } from '../log.js';
 import type { ServerRuntime } from '../runtime.js';
@@ -312,7 +312,7 @@ class BackupWriter {
   }
 
   async putDataFiles(name: string, files: DataFile[]): Promise<number> {
-    const partitions = await planPartitions(files);
+    const partitions = await planPartitions(files, WALRUS_PARTITION_LIMITS);
     const total = partitions.reduce((s, p) => s + p.bytes, 0);
     this.log.info('beginning volume compression', {
       detail: `${partitions.length} partition${partitions.length === 1 ? '' : 's'}, ${files.length} entries, ${total} bytes; ${this.o.poolSize} at once${this.o.rateLimit ? `, reading at most ${this.o.rateLimit} bytes/s` : ''}.`,
@@ -367,7 +367,7 @@ class BackupWriter {
       walrus,
     };
     const key = rt.layout.sentinelKey(start.name);
-    await putPlain(rt, key, Buffer.from(JSON.stringify(sentinel)));
+    await putPlain(rt, key, Buffer.from(sealSentinel(sentinel)));
     const seconds = (Date.now() - this.began) / 1000;
     const storedBytes = this.records.reduce((s, r) => s + r.storedBytes, 0) + (this.extendedVersion?.storedBytes ?? 0);
     const summary: BackupPushSummary = {
