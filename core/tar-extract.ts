@@ -19,6 +19,12 @@
  * - A stream that ends early (inside a member, or without the end-of-archive blocks) is refused
  *   as a truncated archive; the file being written is deleted, never left short.
  * Files are written 0600 and fsynced; directories are 0700 and fsynced at the end.
+ *
+ * A file's fsync does not hold up the next member: each written file is queued to a small
+ * background syncer (reopen read-only, fsync, close: what PostgreSQL's own sync of a data
+ * directory does), which runs while later members are decompressed and written. extractPartition
+ * returns only after every queued fsync and the directories' fsyncs succeeded; a failed fsync
+ * fails the extraction.
  */
 import type { Readable } from 'node:stream';
 import { once } from 'node:events';
@@ -62,6 +68,8 @@ interface Extraction {
   fsync: boolean;
   /** Directories whose entries changed: fsynced at the end. */
   touchedDirectories: Set<string>;
+  /** fsyncs of written files, running beside the extraction. */
+  fileSyncs: FileSyncer;
   files: number;
   bytes: number;
 }
@@ -79,6 +87,7 @@ export async function extractPartition(
     log: options.log,
     fsync: options.fsync ?? true,
     touchedDirectories: new Set(),
+    fileSyncs: new FileSyncer(),
     files: 0,
     bytes: 0,
   };
@@ -135,6 +144,8 @@ export async function extractPartition(
     }
   }
   await pendingEntry;
+  // Every queued fsync settles before returning, also on failure (no fsync outlives the call).
+  const syncFailure = await extraction.fileSyncs.drain();
 
   // A source failure (storage, key) is the cause of whatever the entries saw after it.
   const failure = sourceFailure ?? entryFailure ?? parserFailure;
@@ -148,6 +159,7 @@ export async function extractPartition(
     });
   }
 
+  if (syncFailure !== null) throw entryError(extraction, syncFailure.name, syncFailure.error);
   if (extraction.fsync) {
     for (const directory of extraction.touchedDirectories) await fsyncDirectory(directory);
   }
@@ -245,7 +257,6 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
     }
     if (written !== header.size) throw truncatedEntry(name, written, header.size);
     await handle.utimes(header.mtime, header.mtime);
-    if (extraction.fsync) await handle.sync();
     await handle.close();
   } catch (error) {
     // Never leave a short file behind that looks restored.
@@ -253,6 +264,7 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
     await unlink(target).catch(() => undefined);
     throw error;
   }
+  if (extraction.fsync) extraction.fileSyncs.add(target, name);
   extraction.touchedDirectories.add(parent);
   extraction.files += 1;
   extraction.bytes += written;
@@ -394,6 +406,55 @@ function tablespaceLocations(map: Record<string, string>): Map<string, string> {
     locations.set(match[1], path.resolve(location));
   }
   return locations;
+}
+
+/**
+ * fsyncs written files, at most FILE_SYNCS_AT_ONCE at a time, in the background. Two keep the
+ * disk's flushes going without taking every libuv thread from the writes of the extraction.
+ */
+const FILE_SYNCS_AT_ONCE = 2;
+class FileSyncer {
+  private queue: Array<{ target: string; name: string }> = [];
+  private running = 0;
+  private idle: Array<() => void> = [];
+  private failure: { name: string; error: unknown } | null = null;
+
+  add(target: string, name: string): void {
+    this.queue.push({ target, name });
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running < FILE_SYNCS_AT_ONCE && this.queue.length > 0) {
+      const job = this.queue.shift()!;
+      this.running += 1;
+      fsyncFile(job.target)
+        .catch((error) => {
+          this.failure ??= { name: job.name, error };
+        })
+        .finally(() => {
+          this.running -= 1;
+          if (this.failure !== null) this.queue.length = 0;
+          this.pump();
+          if (this.running === 0 && this.queue.length === 0) for (const done of this.idle.splice(0)) done();
+        });
+    }
+  }
+
+  /** Waits for every queued fsync; the first failure, if any. */
+  async drain(): Promise<{ name: string; error: unknown } | null> {
+    if (this.running > 0 || this.queue.length > 0) await new Promise<void>((resolve) => this.idle.push(resolve));
+    return this.failure;
+  }
+}
+
+async function fsyncFile(target: string): Promise<void> {
+  const handle = await open(target, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }
 
 async function fsyncDirectory(directory: string): Promise<void> {

@@ -19,6 +19,14 @@ import type { Logger } from './log.js';
 /** WAL-E's `PARTITION_MAX_SZ` and `PARTITION_MAX_MEMBERS`. */
 export const WAL_E_PARTITION_LIMITS: PartitionLimits = { maxBytes: 1610612736, maxMembers: 6144 };
 
+/**
+ * What walrus writes: WAL-E's member cap, but at most 256 MiB per partition. WAL-E (and walrus)
+ * read partitions of any size; the 1.5 GiB was only WAL-E's writer limit, and with it a cluster
+ * below 1.5 GiB became one partition, so backup-push and backup-fetch got no parallelism from
+ * poolSize. 256 MiB keeps the object count low (4 per GiB) while every worker has work.
+ */
+export const WALRUS_PARTITION_LIMITS: PartitionLimits = { maxBytes: 256 * 1024 * 1024, maxMembers: WAL_E_PARTITION_LIMITS.maxMembers };
+
 export interface PartitionLimits {
   /** Most member bytes (file sizes, headers not counted) in one partition. */
   maxBytes: number;

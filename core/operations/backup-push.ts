@@ -417,6 +417,12 @@ async function pushOnline(rt: ServerRuntime, o: BackupPushOptions): Promise<Back
         hint: "give the server's data directory, or fix dataDirectory/connection in the server config",
       });
     }
+    // Two backups of one server at once would make the later-starting one's leftovers look
+    // older than a complete backup, and delete would take them: one at a time.
+    if (!(await source.lockBackups()))
+      throw refusedError(`another walrus backup-push of ${rt.server.name} is running (it holds the backup lock on the server)`, {
+        hint: 'wait for it to finish; pg_stat_activity shows its session',
+      });
     const writer = new BackupWriter(rt, o, log);
     if (!o.fast)
       log.info('waiting for PostgreSQL to finish a spread checkpoint before the backup starts', {
