@@ -158,6 +158,8 @@ export interface TablespaceSpec {
 /** The `postgres` source plugin's instance: one held connection for the whole backup. */
 export interface BackupSource {
   identify(): Promise<ServerIdentity>;
+  /** Take the one-backup-at-a-time lock of this server; false when another backup-push holds it. */
+  lockBackups(): Promise<boolean>;
   startBackup(label: string, options: { fast: boolean }): Promise<BackupStart>;
   stopBackup(): Promise<BackupStop>;
   /** Every entry to back up, WAL-E's exclusions applied, tablespaces followed. */

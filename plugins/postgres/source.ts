@@ -159,6 +159,15 @@ class PostgresSource implements BackupSource {
     return Number(row.timeline);
   }
 
+  /**
+   * A session-level advisory lock held for the whole backup: PostgreSQL releases it when this
+   * connection ends, so a crashed backup-push never leaves it behind.
+   */
+  async lockBackups(): Promise<boolean> {
+    const rows = await this.sql<{ locked: boolean }>('pg_try_advisory_lock', "select pg_try_advisory_lock(hashtext('walrus backup-push')) as locked");
+    return rows[0]?.locked === true;
+  }
+
   async startBackup(label: string, options: { fast: boolean }): Promise<BackupStart> {
     if (this.started) throw databaseError(`a backup is already in progress on this connection to ${this.where}`);
     const fn = this.versionNum >= 150000 ? 'pg_backup_start' : 'pg_start_backup';

@@ -240,3 +240,18 @@ test('offlineIdentity reads pg_controldata: in production while running, REDO se
 
   await assert.rejects(offlineIdentity(c.tmpRoot), expectDatabaseError(/not a PostgreSQL data directory/));
 });
+
+test('one backup at a time: a second session cannot take the backup lock until the first session ends', async () => {
+  if (!(await c.isRunning())) await c.start(); // the offline test before this one stopped it
+  const first = await connectSource(c.connection, silentLogger);
+  const second = await connectSource(c.connection, silentLogger);
+  try {
+    assert.equal(await first.lockBackups(), true);
+    assert.equal(await second.lockBackups(), false);
+    await first.close(); // a crashed backup-push ends its session the same way
+    assert.equal(await second.lockBackups(), true);
+  } finally {
+    await first.close().catch(() => {});
+    await second.close();
+  }
+});
