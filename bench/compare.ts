@@ -8,6 +8,8 @@
  *   BENCH_POOL   walrus poolSize and pgBackRest process-max (default 2)
  *   BENCH_WALRUS  the walrus executable (default bin/walrus of this checkout)
  *   BENCH_NO_PGBACKREST=1  walrus figures alone
+ *   BENCH_SKIP   comma list of figures to leave out: startup, wal-push, archiving (e.g. to measure
+ *                backup, restore and replay alone, faster)
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, rmSync } from 'node:fs';
@@ -23,6 +25,7 @@ const SEGMENTS = Number(process.env.BENCH_SEGMENTS ?? 64);
 const POOL = Number(process.env.BENCH_POOL ?? 2);
 const WALRUS = process.env.BENCH_WALRUS ?? WALRUS_BIN;
 const WITH_PGBR = process.env.BENCH_NO_PGBACKREST !== '1';
+const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 const SEGMENT_BYTES = 16 * 1024 * 1024;
 
 // ------------------------------------------------------------------ measuring
@@ -237,8 +240,8 @@ if (WITH_PGBR) {
 
 // ------------------------------------------------------------------ 2. start-up and one wal-push
 
-say('start-up: node -e 0, walrus --help');
-{
+if (!SKIP.has('startup')) {
+  say('start-up: node -e 0, walrus --help');
   const node: number[] = [];
   const help: number[] = [];
   for (let i = 0; i < Math.max(RUNS, 5); i++) {
@@ -250,8 +253,8 @@ say('start-up: node -e 0, walrus --help');
   rows.push({ what: 'start-up: walrus --help vs node -e 0', walrus: fig(help, 'ms', 0), otherName: 'node -e 0', other: fig(node, 'ms', 0), higherIsBetter: false, target: 0.5 });
 }
 
-say('one wal-push of a 16 MiB segment, run by hand');
-{
+if (!SKIP.has('wal-push')) {
+  say('one wal-push of a 16 MiB segment, run by hand');
   // Real segments of this cluster: generate, archive nowhere, copy them aside under fresh names.
   await setArchiveCommand('true');
   const { last } = await generateSegments();
@@ -280,7 +283,7 @@ say('one wal-push of a 16 MiB segment, run by hand');
 
 const catchUp: Record<string, number[]> = {};
 const modes = WITH_PGBR ? (['walrus', 'pgBackRest sync', 'pgBackRest async'] as const) : (['walrus'] as const);
-for (let run = 0; run < RUNS; run++) {
+for (let run = 0; run < (SKIP.has('archiving') ? 0 : RUNS); run++) {
   for (const mode of modes) {
     say(`archiving ${SEGMENTS} segments, ${mode}, run ${run + 1}/${RUNS}`);
     await quiesce(archivers[mode]);
@@ -292,8 +295,8 @@ for (let run = 0; run < RUNS; run++) {
   }
 }
 const rate = (mode: string) => (catchUp[mode] ? fig(catchUp[mode], 'MiB/s', 1) : undefined);
-rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: 'archive-push sync', other: rate('pgBackRest sync'), higherIsBetter: true });
-rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: `archive-push async, process-max ${POOL}`, other: rate('pgBackRest async'), higherIsBetter: true, target: 1 });
+if (!SKIP.has('archiving')) rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: 'archive-push sync', other: rate('pgBackRest sync'), higherIsBetter: true });
+if (!SKIP.has('archiving')) rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: `archive-push async, process-max ${POOL}`, other: rate('pgBackRest async'), higherIsBetter: true, target: 1 });
 
 // ------------------------------------------------------------------ 3. full backups
 
