@@ -1,6 +1,7 @@
 /** `backup-fetch DATADIR NAME|LATEST [--restore-spec FILE] [--pool-size N] [--json]`: restore a base backup into an empty directory. */
 import { usageError } from '../errors.js';
-import { fetchBackup, readRestoreSpec, type FetchProgress } from '../backup-restore.js';
+import { fetchBackup, readRestoreSpec } from '../backup-restore.js';
+import { fetchProgressLine } from '../fetch-progress.js';
 import type { VerbRunner } from '../verbs.js';
 
 const MiB = 1024 * 1024;
@@ -12,28 +13,11 @@ function poolSizeOption(value: unknown): number | undefined {
   return n;
 }
 
-/** One self-overwriting line on a terminal, at most a few times a second. */
-function terminalProgress(stream: NodeJS.WriteStream) {
-  let last = 0;
-  return {
-    update(p: FetchProgress) {
-      const now = Date.now();
-      if (now - last < 250 && p.partitionsDone < p.partitionsTotal) return;
-      last = now;
-      const total = p.storedBytesTotal ? ` of ${(p.storedBytesTotal / MiB).toFixed(1)}` : '';
-      stream.write(`\rbackup-fetch ${p.backup}: ${p.partitionsDone}/${p.partitionsTotal} partitions, ${(p.storedBytes / MiB).toFixed(1)}${total} MiB read\x1b[K`);
-    },
-    end() {
-      if (last) stream.write('\n');
-    },
-  };
-}
-
 export const run: VerbRunner = async (ctx, [dataDirectory, nameOrLatest], options) => {
   const poolSize = poolSizeOption(options['pool-size']);
   const restoreSpec = typeof options['restore-spec'] === 'string' ? await readRestoreSpec(options['restore-spec']) : undefined;
   const rt = await ctx.runtime();
-  const progress = process.stderr.isTTY && !ctx.json ? terminalProgress(process.stderr) : null;
+  const progress = process.stderr.isTTY && !ctx.json ? fetchProgressLine(process.stderr) : null;
   ctx.log.info('begin fetching a base backup', {
     detail: `Restoring ${nameOrLatest} from "${rt.storage.describe(rt.layout.backupsFolder())}" into "${dataDirectory}".`,
     structured: { action: 'backup-fetch', backup: nameOrLatest, state: 'begin' },

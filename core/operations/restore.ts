@@ -9,6 +9,7 @@ import { refusedError } from '../errors.js';
 import { parseLsn, segmentNumber, SEGMENT_SIZE } from '../layout.js';
 import { listBackups, type BackupEntry } from '../backup-catalog.js';
 import { fetchBackup } from '../backup-restore.js';
+import { fetchProgressLine } from '../fetch-progress.js';
 import { restoreCommandFor } from '../pg-settings.js';
 import { describeTarget, recoverySettingLines, supplyMissingConfigFiles, targetFromOptions, writeRecoverySettings, type RecoveryTarget } from '../recovery-settings.js';
 import { giveToOsUser, readRecoveryMinimums } from '../local-postgres.js';
@@ -67,7 +68,12 @@ export const run: VerbRunner = async (ctx, [datadir], options) => {
   }
 
   ctx.log.info(`restoring ${chosen.name} to ${dataDirectory}`, { detail: `recovery target: ${describeTarget(target)}`, structured: { action: 'restore', backup: chosen.name, state: 'begin' } });
-  await fetchBackup(rt, dataDirectory, chosen.name, { poolSize: rt.server.poolSize });
+  const progress = process.stderr.isTTY && !ctx.json ? fetchProgressLine(process.stderr) : null;
+  try {
+    await fetchBackup(rt, dataDirectory, chosen.name, { poolSize: rt.server.poolSize, onProgress: progress ? (p) => progress.update(p) : undefined });
+  } finally {
+    progress?.end();
+  }
   // pg_control read as whoever runs walrus: before giveToOsUser the directory is still ours
   const supplied = await supplyMissingConfigFiles(dataDirectory, await readRecoveryMinimums(rt.server.pgBinDirectory, dataDirectory));
   const restoreCommand = restoreCommandFor(rt.fleet.file, rt.server);
