@@ -80,10 +80,6 @@ export function walrusArgv(configPath: string, serverName: string, verbArgs: str
   return [invocation.node, invocation.script, '--config', configPath, '--server', serverName, ...verbArgs];
 }
 
-/** `walrusArgv` as one sh command line, every word quoted as needed. */
-export function walrusShellCommand(configPath: string, serverName: string, verbArgs: string[], invocation?: WalrusInvocation): string {
-  return walrusArgv(configPath, serverName, verbArgs, invocation).map(shellQuote).join(' ');
-}
 
 /**
  * A shell command with PostgreSQL placeholders appended: every word of ours is shell-quoted and

@@ -3,7 +3,7 @@
  * the target in postgresql.auto.conf (read after postgresql.conf, so these win), and the
  * configuration files a WAL-E backup leaves out.
  */
-import { appendFile, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { usageError } from './errors.js';
 import { quoteConfString } from './pg-settings.js';
@@ -96,6 +96,3 @@ export async function supplyMissingConfigFiles(dataDirectory: string, primaryMin
   return written;
 }
 
-export async function appendLine(path: string, line: string): Promise<void> {
-  await appendFile(path, line.endsWith('\n') ? line : `${line}\n`);
-}

@@ -25,9 +25,6 @@ const BUILT_IN: Record<string, () => Promise<unknown>> = {
 export const BUILT_IN_PLUGINS = Object.keys(BUILT_IN);
 const KINDS: PluginKind[] = ['storage', 'codec', 'cipher', 'source', 'exporter'];
 
-export function isUserPluginSpec(spec: string): boolean {
-  return !(spec in BUILT_IN);
-}
 
 function brokenPlugin(where: string, message: string, hint?: string): WalrusError {
   return new WalrusError('USAGE', `plugin ${where}: ${message}`, { hint });

@@ -19,10 +19,6 @@ export interface ResolvedString {
   problems: ReferenceProblem[];
 }
 
-export function hasReference(text: string): boolean {
-  REFERENCE.lastIndex = 0;
-  return REFERENCE.test(text);
-}
 
 export function resolveReferences(text: string, configDirectory: string, env: NodeJS.ProcessEnv = process.env): ResolvedString {
   const secrets: string[] = [];
