@@ -154,5 +154,16 @@ export async function fleetPluginProblems(fleet: FleetConfig): Promise<ConfigPro
       problems.push(fleet.problem([...b.yamlPath, 'plugin'], (e as Error).message.replace(/^plugin [^:]+: /, '')));
     }
   }
+  const codecs = new Map<string, { spec: string; path: YamlPath }>();
+  for (const server of Object.values(fleet.servers))
+    if (server.compression !== 'none') codecs.set(formatYamlPath(server.compressionYamlPath), { spec: server.compression, path: server.compressionYamlPath });
+  for (const { spec, path } of codecs.values()) {
+    try {
+      const manifest = await loadManifest(spec, fleet.directory, spec);
+      if (manifest.kind !== 'codec') problems.push(fleet.problem(path, `plugin '${spec}' is a ${manifest.kind} plugin; compression needs a codec plugin (lzo, none)`));
+    } catch (e) {
+      problems.push(fleet.problem(path, (e as Error).message.replace(/^plugin [^:]+: /, '')));
+    }
+  }
   return problems;
 }

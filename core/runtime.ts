@@ -22,10 +22,9 @@ export interface ServerRuntime {
 
 export async function openServerRuntime(fleet: FleetConfig, server: ServerConfig, log: Logger): Promise<ServerRuntime> {
   const o = { fleet, configDirectory: fleet.directory, log };
-  const compressionPath = fleet.servers[server.name] && server.compression ? ['servers', server.name, 'compression'] : ['defaults', 'compression'];
   const [storage, codec, cipher] = await Promise.all([
     createPlugin('storage', server.storage, o),
-    createCodec(server.compression, o, compressionPath),
+    createCodec(server.compression, o, server.compressionYamlPath),
     server.encryption ? createPlugin('cipher', server.encryption, o) : Promise.resolve(null),
   ]);
   return {

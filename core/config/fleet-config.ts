@@ -62,6 +62,8 @@ export interface ServerConfig {
   storage: PluginBlock;
   /** Codec plugin name or spec, or `none`. */
   compression: string;
+  /** Where compression was set (the server's own key or defaults'), for error messages. */
+  compressionYamlPath: YamlPath;
   encryption: PluginBlock | null;
   poolSize: number;
   prefetch: number;
@@ -224,6 +226,7 @@ export function loadFleetConfig(file: string, options: LoadOptions = {}): FleetC
       } else encryption = keys[encryptionName.value];
     }
 
+    const compression = setting('compression', DEFAULTS.compression);
     const prefixValue = (s.prefix as string | undefined) ?? name;
     const prefix = prefixValue === '' ? '' : prefixValue.replace(/\/*$/, '/');
     servers[name] = {
@@ -232,7 +235,8 @@ export function loadFleetConfig(file: string, options: LoadOptions = {}): FleetC
       prefix,
       connection: { ...DEFAULTS.connection, ...(s.connection ?? {}) },
       storage: storage!,
-      compression: setting('compression', DEFAULTS.compression).value,
+      compression: compression.value,
+      compressionYamlPath: compression.path,
       encryption,
       poolSize: setting('poolSize', DEFAULTS.poolSize).value,
       prefetch: setting('prefetch', DEFAULTS.prefetch).value,

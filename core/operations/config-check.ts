@@ -17,7 +17,7 @@ export const run: VerbRunner = async (ctx, positionals) => {
   for (const s of Object.values(fleet.servers)) {
     const o = { fleet, configDirectory: fleet.directory, log: ctx.log };
     const storage = await createPlugin('storage', s.storage, o);
-    const codec = await createCodec(s.compression, o, ['servers', s.name, 'compression']);
+    const codec = await createCodec(s.compression, o, s.compressionYamlPath);
     servers.push({
       server: s.name,
       dataDirectory: s.dataDirectory,

@@ -175,6 +175,16 @@ describe('broken configs: each names the line, the YAML path and what is wrong',
       expect: ["3: storages.local: missing required key 'path'", '5: storages.local.pth: unknown key (check the spelling; see the README config reference)'],
     },
     {
+      name: 'unknown compression',
+      yaml: `${BASE}defaults:\n  compression: zip\n`,
+      expect: ["10: defaults.compression: unknown plugin 'zip': not built in (file, s3, lzo, gpg, postgres, cron-export) and no such package or file"],
+    },
+    {
+      name: 'compression names a plugin that is not a codec',
+      yaml: `${BASE}    compression: s3\n`,
+      expect: ["9: servers.db1.compression: plugin 's3' is a storage plugin; compression needs a codec plugin (lzo, none)"],
+    },
+    {
       name: 'server without a data directory',
       yaml: `${BASE}  db2:\n    prefix: db2\n`,
       expect: ["9: servers.db2: missing required key 'dataDirectory'"],
