@@ -190,3 +190,33 @@ describe('backup partitions walrus writes', () => {
     assert.equal(partitions.reduce((s, p) => s + p.files.length, 0), files.length);
   });
 });
+
+describe('adler32 (lzop block checksums)', () => {
+  /** The definition, one byte at a time with a modulo each step. */
+  function reference(data: Uint8Array, initial = 1): number {
+    let a = initial & 0xffff;
+    let b = initial >>> 16;
+    for (const x of data) {
+      a = (a + x) % 65521;
+      b = (b + a) % 65521;
+    }
+    return ((b << 16) | a) >>> 0;
+  }
+
+  test('equals the definition for every alignment and length, random and all-0xff data, chained initial values', async () => {
+    const { adler32 } = await import('../../plugins/lzo/lzop-format.js');
+    const random = randomBytes(300_000);
+    const ones = Buffer.alloc(300_000, 0xff);
+    for (const source of [random, ones]) {
+      for (const offset of [0, 1, 2, 3, 5]) {
+        for (const length of [0, 1, 3, 4, 7, 8, 9, 2047, 2048, 2049, 4096 + 5, 262_144, 300_000 - 8]) {
+          const view = source.subarray(offset, offset + length);
+          assert.equal(adler32(view), reference(view), `offset ${offset} length ${length}`);
+        }
+      }
+    }
+    assert.equal(adler32(Buffer.from('Wikipedia')), 0x11e60398);
+    const split = 12_345;
+    assert.equal(adler32(random.subarray(split, 100_000), adler32(random.subarray(0, split))), reference(random.subarray(0, 100_000)));
+  });
+});
