@@ -321,6 +321,8 @@ export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, 
 const LAST_REQUESTED = '.last-requested';
 /** Read by bin/walrus's prefetch-hit fast path: which config and server this pg_wal's wal-fetch runs with. */
 const FAST_PATH_SETTINGS = '.fast-path';
+/** Touched by the fast path when it starts a prefetcher: it starts no other for 2 s. */
+const FAST_PATH_STARTED = '.fast-path-started';
 
 export interface FastPathSettings {
   /** The fleet config file, absolute, and its mtime and size when wal-fetch last loaded it. */
@@ -329,6 +331,8 @@ export interface FastPathSettings {
   configSize: number;
   /** --server / WALRUS_SERVER as given (null: the config's only server). */
   server: string | null;
+  /** The server's name in the config: the detached prefetcher the fast path starts is given it. */
+  serverName: string;
   /** The server's `prefetch` setting. */
   prefetch: number;
 }
@@ -337,11 +341,11 @@ export interface FastPathSettings {
  * Let later wal-fetch calls with the same config and server take prefetched segments without
  * loading the CLI (bin/walrus). Any mismatch there falls back to the full wal-fetch.
  */
-export async function recordFastPathSettings(walDirectory: string, configPath: string, server: string | null, prefetch: number): Promise<void> {
+export async function recordFastPathSettings(walDirectory: string, configPath: string, server: string | null, serverName: string, prefetch: number): Promise<void> {
   const dir = prefetchDirectory(walDirectory);
   const config = resolve(configPath);
   const s = await stat(config);
-  const settings: FastPathSettings = { config, configMtimeMs: s.mtimeMs, configSize: s.size, server, prefetch };
+  const settings: FastPathSettings = { config, configMtimeMs: s.mtimeMs, configSize: s.size, server, serverName, prefetch };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const temp = join(dir, `${FAST_PATH_SETTINGS}.${randomBytes(4).toString('hex')}`);
   await writeFile(temp, JSON.stringify(settings), { mode: 0o600 });
@@ -389,7 +393,7 @@ export async function cleanPrefetched(walDirectory: string, name: string): Promi
       continue;
     }
     for (const e of entries) {
-      if (e === 'running' || e === LAST_REQUESTED || e === FAST_PATH_SETTINGS) continue;
+      if (e === 'running' || e === LAST_REQUESTED || e === FAST_PATH_SETTINGS || e === FAST_PATH_STARTED) continue;
       const p = join(dir, sub, e);
       try {
         const s = await stat(p);

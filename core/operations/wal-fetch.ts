@@ -49,7 +49,7 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
     if (isSegmentName(name) && server.prefetch > 0) {
       await cleanPrefetched(walDirectory, name).catch(() => {});
       startPrefetcher(ctx, walDirectory, name, server.prefetch);
-      if (ctx.configPath) await recordFastPathSettings(walDirectory, ctx.configPath, ctx.serverName ?? null, server.prefetch).catch(() => {});
+      if (ctx.configPath) await recordFastPathSettings(walDirectory, ctx.configPath, ctx.serverName ?? null, server.name, server.prefetch).catch(() => {});
     }
   } catch (e) {
     if (e instanceof WalrusError && e.kind === 'NOT_FOUND') {

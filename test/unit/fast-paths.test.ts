@@ -11,7 +11,7 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nextSegmentName } from '../../core/layout.js';
 import { prefetchDirectory, recordFastPathSettings } from '../../core/wal-archive.js';
@@ -61,7 +61,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     const names = segments('000000010000000000000020', 9);
     const s = await scene(names);
     const config = await unloadableConfig();
-    await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+    await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
     const r = await runWalrus(['wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await readFile(join(s.pgWal, 'RECOVERYXLOG')), s.contents.get(names[0]));
@@ -76,7 +76,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     const names = segments('000000010000000000000030', 10);
     const s = await scene(names);
     const config = await unloadableConfig();
-    await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+    await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
     const quiet = await runWalrus(['--log-level', 'warn', 'wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
     assert.equal(quiet.code, 0, quiet.stderr);
     assert.equal(quiet.stderr, '');
@@ -90,7 +90,6 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
   });
 
   for (const [why, change] of [
-    ['the prefetch queue is less than half full (a new prefetcher is due)', { keep: 4 }],
     ['the config file changed since wal-fetch recorded it', { touch: true }],
     ['another server is named', { server: 'db2' }],
     ['--debug is given', { debug: true }],
@@ -98,10 +97,9 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
   ] as const) {
     test(`falls through to the full CLI when ${why}`, async () => {
       const names = segments('000000010000000000000040', 9);
-      const kept = 'keep' in change ? names.slice(0, change.keep) : names;
-      const s = await scene(kept);
+      const s = await scene(names);
       const config = await unloadableConfig();
-      if (!('noSettings' in change)) await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+      if (!('noSettings' in change)) await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
       if ('touch' in change) await utimes(config, new Date(), new Date(Date.now() + 5000));
       const r = await runWalrus([...('debug' in change ? ['--debug'] : []), 'wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], {
         config,
@@ -114,11 +112,28 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     });
   }
 
+  test('with less than half of the queue left it still takes the segment and starts one prefetcher (not another within 2 s)', async () => {
+    const names = segments('000000010000000000000070', 9);
+    const s = await scene(names.slice(0, 4));
+    const config = await unloadableConfig();
+    await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
+    const r = await runWalrus(['wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await readFile(join(s.pgWal, 'RECOVERYXLOG')), s.contents.get(names[0]));
+    const started = join(s.dir, '.fast-path-started');
+    assert.ok(existsSync(started), 'a prefetcher was started');
+    const first = await readFile(started, 'utf8');
+    const again = await runWalrus(['wal-fetch', names[1], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(await readFile(started, 'utf8'), first, 'no second prefetcher within 2 s');
+    await waitForWalrusProcesses(temp.path);
+  });
+
   test('a segment that is not prefetched falls through (full CLI)', async () => {
     const names = segments('000000010000000000000050', 9);
     const s = await scene(names.slice(1));
     const config = await unloadableConfig();
-    await recordFastPathSettings(s.pgWal, config, 'db1', 8);
+    await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
     const r = await runWalrus(['wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
     assert.notEqual(r.code, 0);
     assert.ok(!existsSync(join(s.pgWal, 'RECOVERYXLOG')));
@@ -152,17 +167,30 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     assert.equal(settings.server, 'db1');
     assert.equal(settings.prefetch, 8);
 
-    // wait for the detached prefetcher to bring names[1..8]
-    const deadline = Date.now() + 60_000;
-    while (names.slice(1, 9).some((x) => !existsSync(join(prefetchDirectory(pgWal), x))) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    // Every later segment is a hit once its prefetcher brought it: the fast path takes each (the
+    // full path would rewrite .fast-path) and starts the next prefetcher when the queue runs low.
+    const settingsMtime = (await stat(join(prefetchDirectory(pgWal), '.fast-path'))).mtimeMs;
+    for (const name of names.slice(1)) {
+      const deadline = Date.now() + 60_000;
+      while (!existsSync(join(prefetchDirectory(pgWal), name)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const hit = await runWalrus(['wal-fetch', name, 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: dataDirectory });
+      assert.equal(hit.code, 0, hit.stderr);
+      assert.deepEqual(await readFile(join(pgWal, 'RECOVERYXLOG')), contents.get(name), name);
+    }
+    assert.equal((await stat(join(prefetchDirectory(pgWal), '.fast-path'))).mtimeMs, settingsMtime, 'no call took the full path');
+    assert.ok(existsSync(join(prefetchDirectory(pgWal), '.fast-path-started')), 'the fast path started a prefetcher');
     await waitForWalrusProcesses(temp.path);
+
     // the same config, now unloadable but with the recorded mtime and size kept: only the fast path succeeds
+    const more = segments(nextSegmentName(names[names.length - 1]), 1)[0];
+    await writeFile(join(prefetchDirectory(pgWal), more), contents.get(names[0])!);
     const text = await readFile(config);
     await writeFile(config, Buffer.alloc(text.length, '#'));
     await utimes(config, mtime, mtime);
-    const hit = await runWalrus(['wal-fetch', names[1], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: dataDirectory });
+    const hit = await runWalrus(['wal-fetch', more, 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: dataDirectory });
     assert.equal(hit.code, 0, hit.stderr);
-    assert.deepEqual(await readFile(join(pgWal, 'RECOVERYXLOG')), contents.get(names[1]));
+    assert.deepEqual(await readFile(join(pgWal, 'RECOVERYXLOG')), contents.get(names[0]));
+    await waitForWalrusProcesses(temp.path);
   });
 });
 
