@@ -321,7 +321,7 @@ export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, 
 const LAST_REQUESTED = '.last-requested';
 /** Read by bin/walrus's prefetch-hit fast path: which config and server this pg_wal's wal-fetch runs with. */
 const FAST_PATH_SETTINGS = '.fast-path';
-/** Touched by the fast path when it starts a prefetcher: it starts no other for 2 s. */
+/** Touched by the fast path when it starts a prefetcher: it starts no other for 1 s. */
 const FAST_PATH_STARTED = '.fast-path-started';
 
 export interface FastPathSettings {

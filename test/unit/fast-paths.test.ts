@@ -112,9 +112,9 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     });
   }
 
-  test('with less than half of the queue left it still takes the segment and starts one prefetcher (not another within 2 s)', async () => {
+  test('with less than 3/4 of the queue left it still takes the segment and starts a prefetcher', async () => {
     const names = segments('000000010000000000000070', 9);
-    const s = await scene(names.slice(0, 4));
+    const s = await scene(names.slice(0, 6));
     const config = await unloadableConfig();
     await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
     const r = await runWalrus(['wal-fetch', names[0], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
@@ -122,10 +122,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     assert.deepEqual(await readFile(join(s.pgWal, 'RECOVERYXLOG')), s.contents.get(names[0]));
     const started = join(s.dir, '.fast-path-started');
     assert.ok(existsSync(started), 'a prefetcher was started');
-    const first = await readFile(started, 'utf8');
-    const again = await runWalrus(['wal-fetch', names[1], 'pg_wal/RECOVERYXLOG'], { config, server: 'db1', cwd: s.dataDirectory });
-    assert.equal(again.code, 0, again.stderr);
-    assert.equal(await readFile(started, 'utf8'), first, 'no second prefetcher within 2 s');
+    assert.match(await readFile(started, 'utf8'), /^\d+$/, 'it names the wal-fetch that started it');
     await waitForWalrusProcesses(temp.path);
   });
 
