@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { createCluster, createMarkerTable, destroyAllClusters, insertMarkers, markerSummary, chownToPostgres, type PgCluster } from '../helpers/pg-cluster.js';
 import { runWalrus, writeFleetConfig, WALRUS_BIN, type WalrusResult } from '../helpers/walrus-cli.js';
 import { segmentNumber, segmentOfWalFile } from '../../core/layout.js';
-import type { BackupSentinel } from '../../core/backup-sentinel.js';
+import { sealSentinel, type BackupSentinel } from '../../core/backup-sentinel.js';
 
 const PREFIX = 'db1';
 const SERVER = 'db';
@@ -217,9 +217,10 @@ test('a partition whose stored bytes differ from the SHA-256 its sentinel record
   const sentinel = JSON.parse(original) as BackupSentinel;
   assert.ok(sentinel.walrus?.partitions.length, 'walrus records the partitions');
   // The object stays a valid lzop stream: only the record disagrees, as after a swap of objects.
+  // (The sentinel is resealed: a sentinel edited without its seal is caught earlier, by its own SHA-256.)
   const p = sentinel.walrus!.partitions[0];
   p.storedSha256 = (p.storedSha256[0] === '0' ? '1' : '0') + p.storedSha256.slice(1);
-  await writeFile(sentinelPath, JSON.stringify(sentinel));
+  await writeFile(sentinelPath, sealSentinel(sentinel));
   const r = await restoreTarget();
   try {
     const res = await walrus(['backup-fetch', r.dataDirectory, name]);
