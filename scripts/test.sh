@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 mapfile -t files < <(find test -name '*.test.ts' | sort)
-exec node --import tsx --expose-gc --test --test-concurrency="${WALRUS_TEST_CONCURRENCY:-2}" "${files[@]}"
+exec node --import tsx --expose-gc --test --test-concurrency="${WALRUS_TEST_CONCURRENCY:-3}" "${files[@]}"
