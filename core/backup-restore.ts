@@ -26,7 +26,6 @@ import { extractPartition } from './tar-extract.js';
 import { readSentinel, resolveBackupName } from './backup-catalog.js';
 import type { BackupSentinel, PartitionRecord } from './backup-sentinel.js';
 import type { ServerRuntime } from './runtime.js';
-import type { Storage } from './types.js';
 
 /** Present while a restore is unfinished (or failed). */
 export const RESTORE_INCOMPLETE_MARKER = '.walrus-restore-incomplete';
@@ -253,27 +252,6 @@ class CountingTap extends DigestTap {
   }
 }
 
-/** The storage, with every object read counted and hashed as stored. */
-function tappedStorage(storage: Storage, tap: DigestTap, active: Set<Readable>): Storage {
-  return {
-    put: (k, b, o) => storage.put(k, b, o),
-    head: (k) => storage.head(k),
-    list: (p) => storage.list(p),
-    delete: (k) => storage.delete(k),
-    describe: (k) => storage.describe(k),
-    async get(key) {
-      const raw = await storage.get(key);
-      if (!raw) return null;
-      active.add(raw);
-      raw.once('close', () => active.delete(raw));
-      const out = new PassThrough({ highWaterMark: 256 * 1024 });
-      pipeline(raw, tap, out).catch(() => {
-        /* forwarded to `out` */
-      });
-      return out;
-    },
-  };
-}
 
 function inPartition(e: unknown, where: string): unknown {
   if (!(e instanceof WalrusError) || e.message.includes(where)) return e;
@@ -349,7 +327,14 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
     });
     const content = new DigestTap();
     try {
-      const body = await openObject(tappedStorage(rt.storage, stored, active), p.key, rt);
+      const body = await openObject(rt.storage, p.key, {
+        ...rt,
+        storedTap: stored,
+        onRaw: (raw) => {
+          active.add(raw);
+          raw.once('close', () => active.delete(raw));
+        },
+      });
       if (!body) throw integrityError(`${where} is missing`, { hint: 'the backup is damaged: restore another one' });
       active.add(body);
       const tar = new PassThrough({ highWaterMark: 256 * 1024 });

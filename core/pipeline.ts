@@ -113,6 +113,10 @@ const OPENPGP_HINT = 'set encryption for this server to a key whose secret key (
 export interface ReadOptions extends ObjectTransforms {
   /** The codec an object of this name must be in (by suffix); null: stored as is. */
   expectCodec?: Codec | null;
+  /** Sees the object's bytes as stored (before decryption): counts and hashes them. */
+  storedTap?: DigestTap;
+  /** Called with the raw storage stream, e.g. to destroy it when a sibling transfer fails. */
+  onRaw?: (raw: Readable) => void;
 }
 
 /**
@@ -121,8 +125,14 @@ export interface ReadOptions extends ObjectTransforms {
  * first bytes already show them): the consumer commits only after the stream ended cleanly.
  */
 export async function openObject(storage: Storage, key: string, t: ReadOptions): Promise<Readable | null> {
-  const raw = await storage.get(key);
+  let raw = await storage.get(key);
   if (!raw) return null;
+  t.onRaw?.(raw);
+  if (t.storedTap) {
+    // an error of `raw` destroys the tap with it, so the reader sees it
+    pipeline(raw, t.storedTap).catch(() => {});
+    raw = t.storedTap;
+  }
   let { head, stream } = await peekHead(raw, 16);
   const looksEncrypted = !!t.cipher?.recognizes(head) || isOpenPgpHead(head);
   if (looksEncrypted) {

@@ -21,7 +21,7 @@ import { listBackups, readSentinel, type BackupEntry } from '../backup-catalog.j
 import { analyzeWalChain, describeGap, parseHistoryFile, timelineOfHistoryFile, type TimelineSwitch, type WalGap } from '../wal-chain.js';
 import type { BackupSentinel } from '../backup-sentinel.js';
 import type { ServerRuntime } from '../runtime.js';
-import type { Storage, StorageObjectInfo } from '../types.js';
+import type { StorageObjectInfo } from '../types.js';
 import type { VerbRunner } from '../verbs.js';
 
 export type ProblemKind = Extract<ErrorKind, 'INTEGRITY' | 'KEY' | 'STORAGE'>;
@@ -87,23 +87,6 @@ function problemKind(e: unknown): ProblemKind {
   return 'INTEGRITY';
 }
 
-/** Storage whose reads pass through `tap`: the digest of the object as stored. */
-function tappedStorage(storage: Storage, tap: DigestTap): Storage {
-  return {
-    put: (k, b, o) => storage.put(k, b, o),
-    head: (k) => storage.head(k),
-    list: (p) => storage.list(p),
-    delete: (k) => storage.delete(k),
-    describe: (k) => storage.describe(k),
-    async get(key) {
-      const raw = await storage.get(key);
-      if (!raw) return null;
-      // an error of `raw` destroys `tap` with it, so the reader sees it
-      pipeline(raw, tap).catch(() => {});
-      return tap;
-    },
-  };
-}
 
 interface DecodedObject {
   storedBytes: number;
@@ -133,7 +116,7 @@ class DecodeProgress {
 /** Reads `key` to the end through cipher and codec; null when it does not exist. */
 async function decodeObject(rt: ServerRuntime, key: string, progress: DecodeProgress, options: { codec: boolean } = { codec: true }): Promise<DecodedObject | null> {
   const stored = new DigestTap();
-  const body = await openObject(tappedStorage(rt.storage, stored), key, { codec: rt.codec, cipher: rt.cipher, expectCodec: options.codec ? rt.codec : null });
+  const body = await openObject(rt.storage, key, { codec: rt.codec, cipher: rt.cipher, expectCodec: options.codec ? rt.codec : null, storedTap: stored });
   if (!body) return null;
   const content = new DigestTap();
   progress.start(content);

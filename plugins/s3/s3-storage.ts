@@ -493,16 +493,3 @@ async function readUpTo(stream: Readable, limit: number): Promise<{ chunks: Buff
   }
 }
 
-/** The chunks already read, then the rest of the stream (same iterator: no second reader on it). */
-async function* prepended(chunks: Buffer[], rest: AsyncIterator<unknown>): AsyncGenerator<Buffer> {
-  while (chunks.length) yield chunks.shift()!;
-  try {
-    for (;;) {
-      const next = await rest.next();
-      if (next.done) return;
-      yield Buffer.isBuffer(next.value) ? next.value : Buffer.from(next.value as Uint8Array);
-    }
-  } finally {
-    await rest.return?.();
-  }
-}
