@@ -17,8 +17,7 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import path from 'node:path';
-import { constants as fsConstants } from 'node:fs';
-import { chmod, lstat, mkdir, open, readFile, readdir, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, readdir, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import PQueue from 'p-queue';
 import { WalrusError, integrityError, localIoError, refusedError, usageError } from './errors.js';
 import { DigestTap, openObject } from './pipeline.js';
@@ -26,6 +25,7 @@ import { extractPartition } from './tar-extract.js';
 import { readSentinel, resolveBackupName } from './backup-catalog.js';
 import type { BackupSentinel, PartitionRecord } from './backup-sentinel.js';
 import type { ServerRuntime } from './runtime.js';
+import { fsyncDirectory, pathExists } from './durable-files.js';
 
 /** Present while a restore is unfinished (or failed). */
 export const RESTORE_INCOMPLETE_MARKER = '.walrus-restore-incomplete';
@@ -260,23 +260,7 @@ function inPartition(e: unknown, where: string): unknown {
 
 // ---------------------------------------------------------------- the fetch
 
-async function fsyncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
-async function exists(p: string): Promise<boolean> {
-  try {
-    await lstat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, nameOrLatest: string, options: FetchBackupOptions = {}): Promise<FetchResult> {
   const started = Date.now();
@@ -412,7 +396,7 @@ async function finishDataDirectory(rt: ServerRuntime, root: string, name: string
   try {
     for (const relative of version >= 10 || Number.isNaN(version) ? DIRECTORIES_POSTGRES_NEEDS : DIRECTORIES_BEFORE_10) {
       const p = path.join(root, relative);
-      if (await exists(p)) continue;
+      if (await pathExists(p)) continue;
       await mkdir(p, { mode: 0o700 });
       created.push(relative);
     }
@@ -429,15 +413,15 @@ async function finishDataDirectory(rt: ServerRuntime, root: string, name: string
     }
     // walrus backups carry backup_label in the tar; should one be missing, the sentinel has it.
     const label = sentinel.walrus?.backupLabel;
-    if (sentinel.walrus?.mode === 'online' && label && !(await exists(path.join(root, 'backup_label')))) {
+    if (sentinel.walrus?.mode === 'online' && label && !(await pathExists(path.join(root, 'backup_label')))) {
       rt.log.warn(`backup ${name} had no backup_label file; writing the one its sentinel recorded`);
       await writeFile(path.join(root, 'backup_label'), label, { mode: 0o600 });
       const map = sentinel.walrus.tablespaceMap;
-      if (map && !(await exists(path.join(root, 'tablespace_map')))) await writeFile(path.join(root, 'tablespace_map'), map, { mode: 0o600 });
+      if (map && !(await pathExists(path.join(root, 'tablespace_map')))) await writeFile(path.join(root, 'tablespace_map'), map, { mode: 0o600 });
     }
     if (fsync) {
       const directories = new Set([root, path.join(root, 'pg_tblspc'), ...created.map((c) => path.dirname(path.join(root, c)))]);
-      for (const d of directories) if (await exists(d)) await fsyncDirectory(d);
+      for (const d of directories) if (await pathExists(d)) await fsyncDirectory(d);
     }
   } catch (e) {
     throw ioError('finishing', root, e);

@@ -34,6 +34,7 @@ import { chmod, lstat, mkdir, open, readlink, realpath, stat, symlink, unlink } 
 import tarStream from 'tar-stream';
 import { WalrusError, integrityError, refusedError, usageError, isWalrusError } from './errors.js';
 import type { Logger } from './log.js';
+import { fsyncDirectory } from './durable-files.js';
 
 export interface ExtractOptions {
   /** `pg_tblspc/<oid>` → absolute location for that tablespace (from the backup's spec or a restore spec). */
@@ -457,14 +458,6 @@ async function fsyncFile(target: string): Promise<void> {
   }
 }
 
-async function fsyncDirectory(directory: string): Promise<void> {
-  const handle = await open(directory, fsConstants.O_RDONLY | fsConstants.O_DIRECTORY);
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
 
 async function lstatOrNull(target: string): Promise<Stats | null> {
   try {

@@ -13,6 +13,7 @@ import { WalrusError, integrityError, notFound, refusedError, usageError } from 
 import { isSegmentName, isWalFileName, nextSegmentName } from './layout.js';
 import { DigestTap, openObject, writeObject } from './pipeline.js';
 import type { ServerRuntime } from './runtime.js';
+import { fsyncDirectory } from './durable-files.js';
 
 /** walrus's own folder inside pg_wal (WAL-E used .wal-e/): push markers and prefetched segments. */
 export const WALRUS_FOLDER = '.walrus';
@@ -235,18 +236,10 @@ export async function writeFileAtomically(body: NodeJS.ReadableStream, dest: str
     if (code && /^E[A-Z]+$/.test(code) && !['EPIPE', 'ECONNRESET'].includes(code)) throw e;
     throw integrityError(`${what}: ${(e as Error).message}`, { cause: e });
   }
-  await syncDirectory(dirname(dest));
+  await fsyncDirectory(dirname(dest));
   return bytes;
 }
 
-async function syncDirectory(dir: string) {
-  const h = await open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
 
 // ---------------------------------------------------------------------------------- prefetch
 
@@ -262,7 +255,7 @@ export async function takePrefetched(walDirectory: string, name: string, dest: s
   } catch {
     return false;
   }
-  await syncDirectory(dirname(dest));
+  await fsyncDirectory(dirname(dest));
   return true;
 }
 

@@ -10,7 +10,7 @@
  *   6. the sentinel, last
  * Any failure before 6 leaves no sentinel (delete removes the leftovers later) and ends backup mode.
  */
-import { realpath, access } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import PQueue from 'p-queue';
@@ -23,6 +23,7 @@ import type { DataFile, TablespaceSpec } from '../types.js';
 import type { Logger } from '../log.js';
 import type { ServerRuntime } from '../runtime.js';
 import type { VerbRunner } from '../verbs.js';
+import { pathExists } from '../durable-files.js';
 
 export interface BackupPushOptions {
   dataDirectory: string;
@@ -215,14 +216,6 @@ async function uploadPartitions(u: UploadContext, partitions: Partition[], poolS
 
 // ------------------------------------------------------------------------------- the backup
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await access(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
@@ -489,7 +482,7 @@ async function pushOffline(rt: ServerRuntime, o: BackupPushOptions): Promise<Bac
   const { offlineIdentity, listDataFiles, readTablespaces } = await import('../../plugins/postgres/index.js');
   const pidFile = join(o.dataDirectory, 'postmaster.pid');
   const refuseRunning = async () => {
-    if (await exists(pidFile)) {
+    if (await pathExists(pidFile)) {
       throw refusedError(`the cluster in ${o.dataDirectory} is running (postmaster.pid exists): --while-offline needs it stopped`, {
         hint: 'stop PostgreSQL cleanly (pg_ctl stop -m fast), or take an online backup without --while-offline',
       });
