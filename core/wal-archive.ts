@@ -117,7 +117,20 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
 
   const existing = await rt.storage.head(key);
   if (existing) {
-    const how = await compareWithArchived(rt, path, name, key, existing.size);
+    let how: 'same' | 'same-size';
+    try {
+      how = await compareWithArchived(rt, path, name, key, existing.size);
+    } catch (e) {
+      // Another wal-push of the same segment may be replacing the object right now (storages that
+      // are not atomic about it, like a test S3 server assembling a multipart upload): read it
+      // once more after a moment before calling the archived copy damaged.
+      if (!(e instanceof WalrusError) || e.kind !== 'INTEGRITY') throw e;
+      rt.log.warn(`the archived copy of ${name} could not be read back; reading it again in a second`, { detail: e.message });
+      await new Promise((r) => setTimeout(r, 1000));
+      const again = await rt.storage.head(key);
+      if (!again) throw e;
+      how = await compareWithArchived(rt, path, name, key, again.size);
+    }
     rt.log.info('WAL file is already archived with the same content', {
       detail: `${rt.storage.describe(key)} exists; ${how === 'same' ? 'its content equals' : 'no secret key here to read it back; its size matches an encoding of'} ${path}.`,
       structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', duplicate: true },
