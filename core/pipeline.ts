@@ -4,7 +4,7 @@
  * WAL-E's objects carry no marker saying whether they are encrypted: the first bytes tell
  * (an OpenPGP packet header versus the lzop magic).
  */
-import { PassThrough, Readable, Transform, type Duplex } from 'node:stream';
+import { PassThrough, Readable, Transform, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createHash } from 'node:crypto';
 import { WalrusError, integrityError, keyError } from './errors.js';
@@ -41,6 +41,21 @@ export interface WrittenObject {
   contentSha256: string;
 }
 
+/** The transforms an object goes through on its way out: compress, then encrypt. */
+function encodingStages(t: ObjectTransforms): Duplex[] {
+  const stages: Duplex[] = [];
+  if (t.codec) stages.push(t.codec.compress());
+  if (t.cipher) stages.push(t.cipher.encrypt());
+  return stages;
+}
+
+/** How many bytes `source` would take as stored, without storing it. */
+export async function encodedSize(source: Readable, t: ObjectTransforms): Promise<number> {
+  const stored = new DigestTap();
+  await pipeline([source, ...encodingStages(t), stored, new Writable({ write: (_c, _e, cb) => cb() })] as any);
+  return stored.bytes;
+}
+
 /**
  * Write `source` through codec and cipher to `key`. Resolves only when the storage has the complete
  * object; on any failure nothing is visible under `key` (the storage contract) and this rejects.
@@ -48,10 +63,7 @@ export interface WrittenObject {
 export async function writeObject(storage: Storage, key: string, source: Readable, t: ObjectTransforms): Promise<WrittenObject> {
   const content = new DigestTap();
   const stored = new DigestTap();
-  const stages: Array<Duplex | Readable> = [source, content];
-  if (t.codec) stages.push(t.codec.compress());
-  if (t.cipher) stages.push(t.cipher.encrypt());
-  stages.push(stored);
+  const stages: Array<Duplex | Readable> = [source, content, ...encodingStages(t), stored];
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
   const piping = pipeline([...stages, body] as any);
   const putting = storage.put(key, body);

@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { WalrusError, integrityError, notFound, refusedError, usageError } from './errors.js';
 import { isSegmentName, isWalFileName, nextSegmentName } from './layout.js';
-import { DigestTap, openObject, writeObject } from './pipeline.js';
+import { DigestTap, encodedSize, openObject, writeObject } from './pipeline.js';
 import type { ServerRuntime } from './runtime.js';
 import { fsyncDirectory } from './durable-files.js';
 
@@ -21,12 +21,6 @@ const PUSHED = 'pushed';
 const PREFETCH = 'prefetch';
 /** A prefetched segment or push marker older than this is no longer useful. */
 const STALE_MS = 6 * 60 * 60 * 1000;
-
-async function fileSha256(path: string): Promise<{ sha256: string; size: number }> {
-  const tap = new DigestTap();
-  await pipeline(createReadStream(path), tap, new Writable({ write: (_c, _e, cb) => cb() }));
-  return { sha256: tap.digest(), size: tap.bytes };
-}
 
 async function streamSha256(stream: NodeJS.ReadableStream): Promise<{ sha256: string; size: number }> {
   const tap = new DigestTap();
@@ -60,7 +54,7 @@ export type PushOutcome = 'archived' | 'already-archived' | 'pushed-ahead';
  * with a fresh encoding of the local file (an RSA session key's length may differ by a byte).
  */
 async function compareWithArchived(rt: ServerRuntime, path: string, name: string, key: string, storedSize: number): Promise<'same' | 'same-size'> {
-  const local = await fileSha256(path);
+  const local = await streamSha256(createReadStream(path));
   try {
     const body = await openObject(rt.storage, key, rt);
     if (!body) throw refusedError(`${rt.storage.describe(key)} vanished while being compared`);
@@ -68,13 +62,7 @@ async function compareWithArchived(rt: ServerRuntime, path: string, name: string
     if (archived.sha256 === local.sha256) return 'same';
   } catch (e) {
     if (!(e instanceof WalrusError) || e.kind !== 'KEY' || !rt.cipher) throw e;
-    const dryRun = await writeObject(
-      { put: async (_k, body) => void (await pipeline(body, new Writable({ write: (_c, _e, cb) => cb() }))), get: async () => null, head: async () => null, list: async function* () {}, delete: async () => {}, describe: () => 'dry-run' },
-      key,
-      createReadStream(path),
-      rt,
-    );
-    if (Math.abs(dryRun.storedBytes - storedSize) <= 8) return 'same-size';
+    if (Math.abs((await encodedSize(createReadStream(path), rt)) - storedSize) <= 8) return 'same-size';
   }
   throw refusedError(`${name} is already archived at ${rt.storage.describe(key)} with different content; refusing to overwrite it`, {
     hint: 'two servers may share one prefix, or this server was restored without a new timeline: check prefixes in the fleet config',
