@@ -9,12 +9,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, open, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCluster, createMarkerTable, destroyAllClusters, insertMarkers, markerSummary, chownToPostgres, type PgCluster } from '../helpers/pg-cluster.js';
 import { runWalrus, writeFleetConfig, WALRUS_BIN, type WalrusResult } from '../helpers/walrus-cli.js';
 import { segmentNumber, segmentOfWalFile } from '../../core/layout.js';
 import { sealSentinel, type BackupSentinel } from '../../core/backup-sentinel.js';
+import { flipByte } from '../helpers/archiving-cluster.js';
 
 const PREFIX = 'db1';
 const SERVER = 'db';
@@ -163,27 +164,6 @@ test('backup-fetch into a non-empty directory is refused with exit 5 and says wh
     await r.destroy();
   }
 });
-
-/** Flip one byte of a file in place; returns the undo. */
-async function flipByte(path: string, at: (size: number) => number): Promise<() => Promise<void>> {
-  const h = await open(path, 'r+');
-  try {
-    const { size } = await h.stat();
-    const offset = at(size);
-    const b = Buffer.alloc(1);
-    await h.read(b, 0, 1, offset);
-    const original = b[0];
-    b[0] ^= 0x10;
-    await h.write(b, 0, 1, offset);
-    return async () => {
-      const u = await open(path, 'r+');
-      await u.write(Buffer.from([original]), 0, 1, offset);
-      await u.close();
-    };
-  } finally {
-    await h.close();
-  }
-}
 
 test('a partition with one flipped byte: exit 4 naming the object; the directory stays marked incomplete and a rerun is refused', { timeout: 300_000 }, async () => {
   assert.equal(backups.length, 4, 'needs the backups of the first test');

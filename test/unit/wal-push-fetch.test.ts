@@ -97,6 +97,24 @@ describe('wal-push', () => {
     assert.deepEqual(await readFile(objectPath(name)), before, 'the archived copy is left as it was');
   });
 
+  test('an encrypting host without the secret key: a duplicate is judged by its encoded size', async () => {
+    const config = await writeFleetConfig(
+      join(temp.path, 'public-only.yaml'),
+      simpleFleet({ storage: join(temp.path, 'store-public-only'), dataDirectory, prefix: 'db1', gpgKey: { publicKey: `\${file:${FIXTURE_GPG}/public-key.asc}` } }),
+    );
+    const [name] = segments('000000010000000000000018', 1);
+    const content = await writeSegment(name);
+    assert.equal((await walrus(['wal-push', `pg_wal/${name}`], config)).code, 0);
+    const again = await walrus(['wal-push', `pg_wal/${name}`], config);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /no secret key here to read it back; its size matches an encoding of/);
+    // a file whose encoding differs in size (random data: the compressed size follows the length) is refused
+    await writeFile(join(pgWal, name), content.subarray(0, SEGMENT_SIZE - 4096));
+    const refused = await walrus(['wal-push', `pg_wal/${name}`], config);
+    assert.equal(refused.code, 5, refused.stderr);
+    await writeFile(join(pgWal, name), content);
+  });
+
   test('a path that does not exist: exit 1, one error line', async () => {
     const r = await walrus(['wal-push', 'pg_wal/000000010000000000000099']);
     assert.equal(r.code, 1, r.stderr);
