@@ -17,6 +17,8 @@ const BUILT_IN: Record<string, () => Promise<unknown>> = {
   file: () => import('../plugins/file/index.js'),
   s3: () => import('../plugins/s3/index.js'),
   lzo: () => import('../plugins/lzo/index.js'),
+  lz4: () => import('../plugins/lz4/index.js'),
+  zstd: () => import('../plugins/zstd/index.js'),
   gpg: () => import('../plugins/gpg/index.js'),
   postgres: () => import('../plugins/postgres/index.js'),
   'cron-export': () => import('../plugins/cron-export/index.js'),
@@ -124,7 +126,7 @@ export async function createPlugin<K extends PluginKind>(kind: K, block: PluginB
   return (await manifest.create(block.options, { log: o.log, configDirectory: o.configDirectory, instanceName: block.name })) as PluginInstance<K>;
 }
 
-/** A codec by name: `lzo`, `none` (null), or a user plugin. `yamlPath` is where the name was set. */
+/** A codec by name: `lzo`, `lz4`, `zstd`, `none` (null), or a user plugin. `yamlPath` is where the name was set. */
 export async function createCodec(spec: string, o: CreateOptions, yamlPath: YamlPath) {
   if (spec === 'none') return null;
   const fail = (message: string) => (o.fleet ? new ConfigError([o.fleet.problem(yamlPath, message)]) : brokenPlugin(spec, message));
@@ -134,7 +136,7 @@ export async function createCodec(spec: string, o: CreateOptions, yamlPath: Yaml
   } catch (e) {
     throw e instanceof WalrusError ? fail(e.message.replace(/^plugin [^:]+: /, '')) : e;
   }
-  if (manifest.kind !== 'codec') throw fail(`plugin '${spec}' is a ${manifest.kind} plugin; compression needs a codec plugin (lzo, none)`);
+  if (manifest.kind !== 'codec') throw fail(`plugin '${spec}' is a ${manifest.kind} plugin; compression needs a codec plugin (lzo, lz4, zstd, none)`);
   return (await manifest.create({}, { log: o.log, configDirectory: o.configDirectory, instanceName: spec })) as PluginInstance<'codec'>;
 }
 
@@ -160,7 +162,7 @@ export async function fleetPluginProblems(fleet: FleetConfig): Promise<ConfigPro
   for (const { spec, path } of codecs.values()) {
     try {
       const manifest = await loadManifest(spec, fleet.directory, spec);
-      if (manifest.kind !== 'codec') problems.push(fleet.problem(path, `plugin '${spec}' is a ${manifest.kind} plugin; compression needs a codec plugin (lzo, none)`));
+      if (manifest.kind !== 'codec') problems.push(fleet.problem(path, `plugin '${spec}' is a ${manifest.kind} plugin; compression needs a codec plugin (lzo, lz4, zstd, none)`));
     } catch (e) {
       problems.push(fleet.problem(path, (e as Error).message.replace(/^plugin [^:]+: /, '')));
     }
