@@ -7,21 +7,21 @@
  *   it is not a restore to start PostgreSQL on; a rerun into it is refused with the hint to remove
  *   it and start over (no resume: a partition half written cannot be told from a whole one
  *   without re-reading it, and re-reading everything is what a fresh run does anyway).
- * - Partitions are fetched several at once, each streamed storage → decrypt → decompress → tar
- *   extraction (core/tar-extract.ts, which treats the archive as hostile). The first failure stops
- *   the others.
+ * - Partitions are fetched several at once (largest first), each streamed storage → decrypt on
+ *   this thread, then decompress → tar extraction (core/tar-extract.ts, which treats the archive
+ *   as hostile) in a worker thread (core/partition-workers.ts), so that poolSize partitions use
+ *   poolSize cores. The first failure stops the others.
  * - walrus backups record each partition's stored size and SHA-256 and its tar's: both are
  *   checked while streaming. WAL-E backups have only the lzop and OpenPGP checksums.
  * - Directories a backup leaves empty or out (pg_wal/archive_status, pg_replslot, ...) are made.
  */
-import { PassThrough, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import path from 'node:path';
 import { chmod, lstat, mkdir, readFile, readdir, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import PQueue from 'p-queue';
 import { WalrusError, integrityError, localIoError, refusedError, usageError } from './errors.js';
 import { DigestTap, openObject } from './pipeline.js';
-import { extractPartition } from './tar-extract.js';
+import { PartitionWorkerPool } from './partition-workers.js';
 import { readSentinel, resolveBackupName } from './backup-catalog.js';
 import type { BackupSentinel, PartitionRecord } from './backup-sentinel.js';
 import type { ServerRuntime } from './runtime.js';
@@ -301,41 +301,66 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
   const active = new Set<Readable>();
   let firstFailure: unknown = null;
   let files = 0;
+  const onStoredBytes = (n: number) => {
+    progress.storedBytes += n;
+    options.onProgress?.(progress);
+  };
+  const codec = rt.codec;
+  const badHead = (where: string, head: Buffer) =>
+    integrityError(`${where} is not a valid ${codec!.name} stream (${head.length ? 'wrong magic bytes' : 'empty object'})`, {
+      hint: 'the object is corrupt or was not written by walrus/WAL-E; restore it from another copy',
+    });
+  // Decoding runs in worker threads; the stored bytes are hashed there too unless a cipher (a plugin of this thread) decrypts them first.
+  const hashInWorker = rt.cipher === null;
+  const poolSize = Math.max(1, options.poolSize ?? rt.server.poolSize);
+  const workers = new PartitionWorkerPool(rt.log);
+  workers.prewarm(Math.min(poolSize, partitions.length)); // their module loading overlaps the first reads
 
   const fetchOne = async (p: PartitionToFetch) => {
     if (firstFailure !== null) return;
     const where = `partition ${rt.storage.describe(p.key)}`;
-    const stored = new CountingTap((n) => {
-      progress.storedBytes += n;
-      options.onProgress?.(progress);
-    });
-    const content = new DigestTap();
+    const storedTap = hashInWorker ? null : new CountingTap(onStoredBytes);
     try {
       const body = await openObject(rt.storage, p.key, {
-        ...rt,
-        storedTap: stored,
+        codec: null,
+        expectCodec: null, // decompressed in the worker
+        cipher: rt.cipher,
+        storedTap: storedTap ?? undefined,
         onRaw: (raw) => {
           active.add(raw);
           raw.once('close', () => active.delete(raw));
         },
       });
       if (!body) throw integrityError(`${where} is missing`, { hint: 'the backup is damaged: restore another one' });
+      if (firstFailure !== null) {
+        body.destroy();
+        return;
+      }
       active.add(body);
-      const tar = new PassThrough({ highWaterMark: 256 * 1024 });
-      pipeline(body, content, tar).catch(() => {
-        /* forwarded to `tar` */
-      });
-      const result = await extractPartition(tar, dataRoot, { tablespaceMap: tablespaces, log: rt.log, fsync });
+      const result = await workers.decode(
+        { codecSpec: rt.server.compression, configDirectory: rt.fleet.directory, hashInput: hashInWorker, dataRoot, tablespaces, fsync },
+        body,
+        {
+          onChunk: hashInWorker ? onStoredBytes : undefined,
+          checkHead: codec
+            ? (head) => {
+                if (!codec.recognizes(head)) throw badHead(rt.storage.describe(p.key), head);
+              }
+            : undefined,
+        },
+      );
       active.delete(body);
       if (p.record) {
         const r = p.record;
-        if (stored.bytes !== r.storedBytes || stored.digest() !== r.storedSha256) {
+        const stored = result.stored ?? { bytes: storedTap!.bytes, sha256: storedTap!.digest() };
+        if (stored.bytes !== r.storedBytes || stored.sha256 !== r.storedSha256) {
           throw integrityError(`${where} does not match its sentinel: ${stored.bytes} bytes stored, ${r.storedBytes} recorded${stored.bytes === r.storedBytes ? ' (SHA-256 differs)' : ''}`, {
             hint: 'the object was changed or damaged after the backup: restore another backup',
           });
         }
-        if (content.bytes !== r.tarBytes || content.digest() !== r.tarSha256) {
-          throw integrityError(`${where} does not match its sentinel: its tar has ${content.bytes} bytes, ${r.tarBytes} recorded${content.bytes === r.tarBytes ? ' (SHA-256 differs)' : ''}`, {
+        const tar = result.tar;
+        if (tar.bytes !== r.tarBytes || tar.sha256 !== r.tarSha256) {
+          throw integrityError(`${where} does not match its sentinel: its tar has ${tar.bytes} bytes, ${r.tarBytes} recorded${tar.bytes === r.tarBytes ? ' (SHA-256 differs)' : ''}`, {
             hint: 'the object was changed or damaged after the backup: restore another backup',
           });
         }
@@ -348,15 +373,22 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
     } catch (e) {
       if (firstFailure === null) {
         firstFailure = inPartition(e, where);
-        // stop the others: their streams fail, their extractions remove what they were writing
+        // stop the others: their streams fail, their workers remove what they were writing
         for (const s of active) s.destroy(new Error('cancelled: another partition failed'));
       }
       throw e;
     }
   };
 
-  const queue = new PQueue({ concurrency: Math.max(1, options.poolSize ?? rt.server.poolSize) });
-  const results = await Promise.allSettled(partitions.map((p) => queue.add(() => fetchOne(p))));
+  // Largest first: a big partition started last would run alone at the end while the other workers idle.
+  const largestFirst = partitions.slice().sort((a, b) => (b.storedSize ?? 0) - (a.storedSize ?? 0) || a.number - b.number);
+  const queue = new PQueue({ concurrency: poolSize });
+  let results: PromiseSettledResult<void>[];
+  try {
+    results = await Promise.allSettled(largestFirst.map((p) => queue.add(() => fetchOne(p))));
+  } finally {
+    await workers.close();
+  }
   if (firstFailure === null) {
     const other = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     if (other) firstFailure = other.reason;

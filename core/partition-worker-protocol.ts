@@ -1,0 +1,67 @@
+/**
+ * Messages between the main thread and a partition decode worker (core/partition-decode-worker.ts),
+ * and how errors cross the thread boundary: a WalrusError keeps its kind, message, detail and
+ * hint (so exit codes and messages are those of a decode on the main thread); any other error
+ * keeps its message and errno fields.
+ */
+import { WalrusError, type ErrorKind } from './errors.js';
+import type { LogFields, LogLevel } from './log.js';
+import type { PartitionDecodeResult } from './partition-decode.js';
+
+export interface PartitionJob {
+  /** A plugin spec (`lzo`, `./my-codec.js`) resolved like the server's compression, or `none`. */
+  codecSpec: string;
+  configDirectory: string;
+  hashInput: boolean;
+  dataRoot: string;
+  tablespaces: Record<string, string>;
+  fsync: boolean;
+}
+
+export type ToWorker =
+  | { type: 'start'; job: PartitionJob }
+  /** Bytes of the object (decrypted when it was encrypted); the worker acknowledges each once consumed. */
+  | { type: 'chunk'; data: Uint8Array }
+  | { type: 'end' }
+  /** The source failed, or another partition did: the worker fails with this error and cleans up. */
+  | { type: 'abort'; error: SerializedError };
+
+export type FromWorker =
+  | { type: 'ack'; bytes: number }
+  | { type: 'log'; level: LogLevel; message: string; fields?: LogFields }
+  | { type: 'done'; result: PartitionDecodeResult }
+  | { type: 'failed'; error: SerializedError };
+
+export interface SerializedError {
+  kind?: ErrorKind;
+  name: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+  code?: string;
+  syscall?: string;
+  stack?: string;
+}
+
+export function serializeError(e: unknown): SerializedError {
+  if (e instanceof WalrusError) return { kind: e.kind, name: e.name, message: e.message, detail: e.detail, hint: e.hint, stack: e.stack };
+  if (e instanceof Error) {
+    const errno = e as NodeJS.ErrnoException;
+    return { name: e.name, message: e.message, code: errno.code, syscall: errno.syscall, stack: e.stack };
+  }
+  return { name: 'Error', message: String(e) };
+}
+
+export function deserializeError(s: SerializedError): Error {
+  if (s.kind) {
+    const e = new WalrusError(s.kind, s.message, { detail: s.detail, hint: s.hint });
+    if (s.stack) e.stack = s.stack;
+    return e;
+  }
+  const e = new Error(s.message) as NodeJS.ErrnoException;
+  e.name = s.name;
+  if (s.code !== undefined) e.code = s.code;
+  if (s.syscall !== undefined) e.syscall = s.syscall;
+  if (s.stack) e.stack = s.stack;
+  return e;
+}
