@@ -105,12 +105,14 @@ class ByteQueue {
 // ---------------------------------------------------------------- ordered thread-pool work
 
 /**
- * Runs `work` for each item with up to LZ4_FRAMES_IN_FLIGHT at once and hands results back in
+ * Runs `work` for each item with up to `limit` at once and hands results back in
  * order. A rejected promise not yet awaited is marked handled, so an earlier failure that ends the
  * stream never leaves an unhandled rejection behind.
  */
 class OrderedWork {
   private readonly pending: Promise<Buffer>[] = [];
+
+  constructor(private readonly limit: number) {}
 
   add(promise: Promise<Buffer>): void {
     promise.catch(() => {});
@@ -118,7 +120,7 @@ class OrderedWork {
   }
 
   get full(): boolean {
-    return this.pending.length >= LZ4_FRAMES_IN_FLIGHT;
+    return this.pending.length >= this.limit;
   }
 
   get empty(): boolean {
@@ -137,10 +139,11 @@ export function lz4Frame(data: Buffer): Promise<Buffer> {
   return lz4Binding().compressFrame(data, { contentChecksum: true });
 }
 
-export function lz4CompressStream(): Duplex {
+/** `framesInFlight` is for measurements (bench/codecs.ts); the codec uses the default. */
+export function lz4CompressStream(framesInFlight = LZ4_FRAMES_IN_FLIGHT): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
     const input = new ByteQueue();
-    const work = new OrderedWork();
+    const work = new OrderedWork(framesInFlight);
     let frames = 0;
     for await (const chunk of source) {
       input.push(chunk);
@@ -344,10 +347,10 @@ async function decodeFrame(frame: Buffer, n: number): Promise<Buffer> {
   }
 }
 
-export function lz4DecompressStream(): Duplex {
+export function lz4DecompressStream(framesInFlight = LZ4_FRAMES_IN_FLIGHT): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
     const splitter = new Lz4FrameSplitter();
-    const work = new OrderedWork();
+    const work = new OrderedWork(framesInFlight);
     for await (const chunk of source) {
       splitter.push(chunk);
       for (let frame = splitter.next(); frame !== null; frame = splitter.next()) {
