@@ -5,7 +5,7 @@
  * lines here so that the quoting is written, and tested, once.
  */
 import { existsSync } from 'node:fs';
-import { isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WalrusError } from './errors.js';
 import type { FleetConfig, ServerConfig } from './config/fleet-config.js';
@@ -96,10 +96,18 @@ export function archiveCommandFor(configPath: string, server: ServerConfig, invo
   return postgresCommand(configPath, server, 'wal-push', ['%p'], invocation);
 }
 
-/** restore_command for a server: `node bin/walrus --config FILE --server NAME wal-fetch %f %p`. */
-export function restoreCommandFor(configPath: string, server: ServerConfig, invocation?: WalrusInvocation): string {
-  return postgresCommand(configPath, server, 'wal-fetch', ['%f', '%p'], invocation);
+/**
+ * restore_command for a server: `/bin/sh bin/walrus-prefetch-hit node bin/walrus --config FILE
+ * --server NAME wal-fetch %f %p`. The sh front moves a segment the follower prefetched into place
+ * without starting node (recovery waits for every call) and otherwise runs the walrus command.
+ */
+export function restoreCommandFor(configPath: string, server: ServerConfig, invocation: WalrusInvocation = currentInvocation()): string {
+  const front = ['/bin/sh', join(dirname(invocation.script), PREFETCH_HIT_FRONT)].map((w) => escapePercentForPostgres(shellQuote(w)));
+  return [...front, postgresCommand(configPath, server, 'wal-fetch', ['%f', '%p'], invocation)].join(' ');
 }
+
+/** bin/walrus-prefetch-hit: restore_command's sh front (see the script). */
+export const PREFETCH_HIT_FRONT = 'walrus-prefetch-hit';
 
 export interface PostgresqlConfOptions {
   invocation?: WalrusInvocation;

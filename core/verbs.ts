@@ -84,10 +84,16 @@ export const VERBS: VerbSpec[] = [
   {
     name: 'wal-prefetch',
     summary: 'download WAL segments ahead of recovery (started by wal-fetch; kept for WAL-E users)',
-    usage: 'wal-prefetch WAL_DIRECTORY SEGMENT [--count N]',
-    description: 'Downloads SEGMENT and the ones after it into WAL_DIRECTORY/.walrus/prefetch/, where wal-fetch picks them up. Stops at the first segment not archived yet.',
+    usage: 'wal-prefetch WAL_DIRECTORY SEGMENT [--count N] [--follow]',
+    description:
+      'Downloads SEGMENT and the ones after it into WAL_DIRECTORY/.walrus/prefetch/, where wal-fetch picks them up. Stops at the first segment not archived yet. ' +
+      'With --follow (how wal-fetch starts it, detached) it stays and keeps N segments ready ahead of the last one recovery asked for, one such process per pg_wal, ' +
+      'until recovery ends (recovery.signal/standby.signal gone) or nothing happened for 15 s.',
     examples: ['walrus --config fleet.yaml --server db1 wal-prefetch /var/lib/postgresql/15/main/pg_wal 000000010000000000000042 --count 8'],
-    options: { count: { type: 'string', valueName: 'N', description: 'segments to fetch (default: prefetch from the config)' } },
+    options: {
+      count: { type: 'string', valueName: 'N', description: 'segments to fetch (default: prefetch from the config)' },
+      follow: { type: 'boolean', description: 'stay and follow recovery (started by wal-fetch)' },
+    },
     positionals: { min: 2, max: 2 },
     needsConfig: true,
     load: () => import('./operations/wal-prefetch.js'),

@@ -3,7 +3,7 @@
  * (restore_command), prefetch the next ones. PostgreSQL's own bookkeeping (archive_status/*.ready,
  * *.done) is never touched: segments pushed ahead in parallel are recorded in pg_wal/.walrus/pushed/.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readFileSync, unlinkSync, watch } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -273,10 +273,16 @@ export function segmentsAfter(name: string, count: number): string[] {
  * exclusive create so two prefetchers never fetch the same one). Missing segments end the run.
  */
 export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, names: string[]): Promise<number> {
+  return (await prefetchWindow(rt, walDirectory, names)).fetched;
+}
+
+/** prefetchSegments, also telling whether a segment of `names` is not archived (yet). */
+async function prefetchWindow(rt: ServerRuntime, walDirectory: string, names: string[]): Promise<{ fetched: number; archiveEnded: boolean }> {
   const dir = prefetchDirectory(walDirectory);
   const running = join(dir, 'running');
   await mkdir(running, { recursive: true, mode: 0o700 });
   let fetched = 0;
+  let archiveEnded = false;
   const queue = [...names];
   const worker = async () => {
     for (let name = queue.shift(); name; name = queue.shift()) {
@@ -296,6 +302,7 @@ export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, 
         const body = await openObject(rt.storage, rt.layout.walKey(name), rt);
         if (!body) {
           queue.length = 0; // the archive ends here for now
+          archiveEnded = true;
           continue;
         }
         await writeFileAtomically(body, claim, rt.storage.describe(rt.layout.walKey(name)));
@@ -309,12 +316,145 @@ export async function prefetchSegments(rt: ServerRuntime, walDirectory: string, 
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(rt.server.poolSize, names.length)) }, worker));
-  return fetched;
+  return { fetched, archiveEnded };
+}
+
+/** Holds the pid of the one following prefetcher of a pg_wal (`wal-prefetch --follow`). */
+const FOLLOWER_PID = 'follower.pid';
+
+export interface FollowOptions {
+  /** Segments kept ready ahead of the last one recovery asked for. */
+  count: number;
+  /** Exit after this long without a request from recovery and without a fetch (default 15 s). */
+  idleMs?: number;
+  /** Wait between looks at the archive once it has no next segment (default 2 s). */
+  archiveEndPollMs?: number;
+  /** Called on each request seen and each segment fetched (a watchdog's heartbeat). */
+  onActivity?: () => void;
+}
+
+/** Whether a live process holds pg_wal's follower lock (bin/walrus checks the same way). */
+export async function followerRunning(walDirectory: string): Promise<boolean> {
+  const pid = Number(await readFile(join(prefetchDirectory(walDirectory), FOLLOWER_PID), 'utf8').catch(() => ''));
+  return Number.isInteger(pid) && pid > 0 && processAlive(pid);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Take the follower lock: false when another live follower holds it. */
+async function lockFollower(dir: string): Promise<boolean> {
+  const path = join(dir, FOLLOWER_PID);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      await writeFile(path, String(process.pid), { flag: 'wx', mode: 0o600 });
+      // Stopped with a signal (an operator, a test): still release the lock on the way out.
+      for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.once(signal, () => process.exit(0));
+      process.once('exit', () => {
+        try {
+          if (readFileSync(path, 'utf8') === String(process.pid)) unlinkSync(path);
+        } catch {
+          /* already gone */
+        }
+      });
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(await readFile(path, 'utf8').catch(() => ''));
+      if (Number.isInteger(pid) && pid > 0 && processAlive(pid)) return false;
+      await unlink(path).catch(() => {}); // left by a follower that was killed
+    }
+  }
+  return false;
+}
+
+/**
+ * The long-lived prefetcher of a recovery (what pgBackRest's archive-get async does with its
+ * spool): one per pg_wal, it keeps `count` segments ready after the last one recovery asked for
+ * (`.last-requested`, written by every wal-fetch), waking on each request. One process for the
+ * whole recovery instead of one per few segments: no config load and no process start per batch.
+ * Ends when nothing happened for `idleMs` (recovery over, or a standby whose archive stands
+ * still); a later wal-fetch starts it again. Returns false when another follower already runs.
+ */
+export async function followRecovery(rt: ServerRuntime, walDirectory: string, first: string, options: FollowOptions): Promise<boolean> {
+  const dir = prefetchDirectory(walDirectory);
+  await mkdir(join(dir, 'running'), { recursive: true, mode: 0o700 });
+  if (!(await lockFollower(dir))) return false;
+  const idleMs = options.idleMs ?? 15_000;
+  // pg_wal's data directory in recovery has recovery.signal or standby.signal; PostgreSQL removes
+  // it when recovery ends, and then nobody will ask for more.
+  const dataDirectory = dirname(resolve(walDirectory));
+  const inRecovery = () => ['recovery.signal', 'standby.signal'].some((f) => existsSync(join(dataDirectory, f)));
+  const followsRecovery = basename(resolve(walDirectory)) === 'pg_wal' && inRecovery();
+  const endPollMs = options.archiveEndPollMs ?? 2_000;
+  let lastActivity = Date.now();
+  let lastRequest = '';
+  // Wake on any change in the prefetch directory (a request, a segment taken), else poll.
+  let wake: (() => void) | null = null;
+  const watcher = (() => {
+    try {
+      return watch(dir, () => wake?.());
+    } catch {
+      return null;
+    }
+  })();
+  const pause = (ms: number) =>
+    new Promise<void>((resolvePause) => {
+      const timer = setTimeout(() => {
+        wake = null;
+        resolvePause();
+      }, ms);
+      wake = () => {
+        clearTimeout(timer);
+        wake = null;
+        resolvePause();
+      };
+    });
+  try {
+    for (;;) {
+      const requested = await readRequest(dir);
+      if (requested.stamp !== lastRequest) {
+        [lastRequest, lastActivity] = [requested.stamp, Date.now()];
+        options.onActivity?.();
+      }
+      // The window: after the last request, or from `first` while recovery has not reached it.
+      const req = requested.name;
+      const window = req && (req.slice(0, 8) !== first.slice(0, 8) || req >= first) ? segmentsAfter(req, options.count) : [first, ...segmentsAfter(first, options.count - 1)];
+      const { fetched, archiveEnded } = await prefetchWindow(rt, walDirectory, window);
+      if (fetched) {
+        lastActivity = Date.now();
+        options.onActivity?.();
+      }
+      if (Date.now() - lastActivity > idleMs || (followsRecovery && !inRecovery())) return true;
+      await pause(archiveEnded ? endPollMs : fetched ? 0 : 250);
+    }
+  } finally {
+    watcher?.close();
+  }
+}
+
+/** The segment recovery asked for last, and a stamp that changes with every request. */
+async function readRequest(dir: string): Promise<{ name: string | null; stamp: string }> {
+  try {
+    const path = join(dir, LAST_REQUESTED);
+    const [name, s] = await Promise.all([readFile(path, 'utf8'), stat(path)]);
+    return { name: isSegmentName(name) ? name : null, stamp: `${name}@${s.ino}:${s.mtimeMs}` };
+  } catch {
+    return { name: null, stamp: '' };
+  }
 }
 
 const LAST_REQUESTED = '.last-requested';
 /** Read by bin/walrus's prefetch-hit fast path: which config and server this pg_wal's wal-fetch runs with. */
 const FAST_PATH_SETTINGS = '.fast-path';
+/** Read by bin/walrus-prefetch-hit (restore_command's sh front): config and server, a line each. */
+const FAST_PATH_SH_SETTINGS = '.fast-path.sh';
 /** Touched by the fast path when it starts a prefetcher: it starts no other for 1 s. */
 const FAST_PATH_STARTED = '.fast-path-started';
 
@@ -344,6 +484,11 @@ export async function recordFastPathSettings(walDirectory: string, configPath: s
   const temp = join(dir, `${FAST_PATH_SETTINGS}.${randomBytes(4).toString('hex')}`);
   await writeFile(temp, JSON.stringify(settings), { mode: 0o600 });
   await rename(temp, join(dir, FAST_PATH_SETTINGS));
+  // The same for bin/walrus-prefetch-hit (sh): config and --server a line each; its mtime, newer
+  // than the config file's, says the config is unchanged since.
+  const shTemp = join(dir, `${FAST_PATH_SH_SETTINGS}.${randomBytes(4).toString('hex')}`);
+  await writeFile(shTemp, `${config}\n${server ?? ''}\n`, { mode: 0o600 });
+  await rename(shTemp, join(dir, FAST_PATH_SH_SETTINGS));
 }
 
 /** Note the segment recovery asked for last: prefetchers skip it and everything before it. */
@@ -387,7 +532,7 @@ export async function cleanPrefetched(walDirectory: string, name: string): Promi
       continue;
     }
     for (const e of entries) {
-      if (e === 'running' || e === LAST_REQUESTED || e === FAST_PATH_SETTINGS || e === FAST_PATH_STARTED) continue;
+      if (e === 'running' || e === LAST_REQUESTED || e === FAST_PATH_SETTINGS || e === FAST_PATH_STARTED || e === FOLLOWER_PID || e === FAST_PATH_SH_SETTINGS) continue;
       const p = join(dir, sub, e);
       try {
         const s = await stat(p);

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { EXIT, WalrusError } from '../errors.js';
 import { isSegmentName } from '../layout.js';
-import { cleanPartialFiles, cleanPrefetched, fetchWalFile, recordFastPathSettings, recordRequested, segmentsAfter, takePrefetched } from '../wal-archive.js';
+import { cleanPartialFiles, cleanPrefetched, fetchWalFile, followerRunning, recordFastPathSettings, recordRequested, segmentsAfter, takePrefetched } from '../wal-archive.js';
 import type { VerbRunner } from '../verbs.js';
 import { reportFailure, type VerbContext } from '../cli.js';
 
@@ -24,11 +24,12 @@ const RECOVERY_CODES: Partial<Record<WalrusError['kind'], number>> = {
   KEY: EXIT.RECOVERY_KEY,
 };
 
-/** Start a detached `walrus wal-prefetch` for the segments after `name`: it outlives this process. */
-function startPrefetcher(ctx: VerbContext, walDirectory: string, name: string, count: number) {
+/** Start a detached `walrus wal-prefetch --follow` after `name` unless one follows this pg_wal already. */
+async function startPrefetcher(ctx: VerbContext, walDirectory: string, name: string, count: number) {
   const bin = process.argv[1];
   if (!bin || basename(bin) !== 'walrus' || !ctx.configPath) return;
-  const args = [bin, '--config', resolve(ctx.configPath), '--server', ctx.server().name, 'wal-prefetch', walDirectory, segmentsAfter(name, 1)[0], '--count', String(count)];
+  if (await followerRunning(walDirectory)) return;
+  const args = [bin, '--config', resolve(ctx.configPath), '--server', ctx.server().name, 'wal-prefetch', walDirectory, segmentsAfter(name, 1)[0], '--count', String(count), '--follow'];
   const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: ctx.env });
   child.unref();
 }
@@ -48,7 +49,7 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
     await cleanPartialFiles(walDirectory).catch(() => {});
     if (isSegmentName(name) && server.prefetch > 0) {
       await cleanPrefetched(walDirectory, name).catch(() => {});
-      startPrefetcher(ctx, walDirectory, name, server.prefetch);
+      await startPrefetcher(ctx, walDirectory, name, server.prefetch);
       if (ctx.configPath) await recordFastPathSettings(walDirectory, ctx.configPath, ctx.serverName ?? null, server.name, server.prefetch).catch(() => {});
     }
   } catch (e) {

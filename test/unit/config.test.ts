@@ -152,7 +152,7 @@ describe('broken configs: each names the line, the YAML path and what is wrong',
     {
       name: 'unknown plugin',
       yaml: BASE.replace('plugin: file', 'plugin: ftp'),
-      expect: ["4: storages.local.plugin: unknown plugin 'ftp': not built in (file, s3, lzo, gpg, postgres, cron-export) and no such package or file"],
+      expect: ["4: storages.local.plugin: unknown plugin 'ftp': not built in (file, s3, lzo, lz4, zstd, gpg, postgres, cron-export) and no such package or file"],
     },
     {
       name: 'user plugin without a manifest',
@@ -177,12 +177,12 @@ describe('broken configs: each names the line, the YAML path and what is wrong',
     {
       name: 'unknown compression',
       yaml: `${BASE}defaults:\n  compression: zip\n`,
-      expect: ["10: defaults.compression: unknown plugin 'zip': not built in (file, s3, lzo, gpg, postgres, cron-export) and no such package or file"],
+      expect: ["10: defaults.compression: unknown plugin 'zip': not built in (file, s3, lzo, lz4, zstd, gpg, postgres, cron-export) and no such package or file"],
     },
     {
       name: 'compression names a plugin that is not a codec',
       yaml: `${BASE}    compression: s3\n`,
-      expect: ["9: servers.db1.compression: plugin 's3' is a storage plugin; compression needs a codec plugin (lzo, none)"],
+      expect: ["9: servers.db1.compression: plugin 's3' is a storage plugin; compression needs a codec plugin (lzo, lz4, zstd, none)"],
     },
     {
       name: 'server without a data directory',

@@ -12,10 +12,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative as relativePath } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { nextSegmentName } from '../../core/layout.js';
 import { prefetchDirectory, recordFastPathSettings } from '../../core/wal-archive.js';
-import { logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { REPO_ROOT, WALRUS_BIN, logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
 
 let temp: { path: string; cleanup: () => Promise<void> };
 let n = 0;
@@ -112,7 +113,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     });
   }
 
-  test('with less than 3/4 of the queue left it still takes the segment and starts a prefetcher', async () => {
+  test('with no follower running it still takes the segment and starts one', async () => {
     const names = segments('000000010000000000000070', 9);
     const s = await scene(names.slice(0, 6));
     const config = await unloadableConfig();
@@ -164,8 +165,8 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     assert.equal(settings.server, 'db1');
     assert.equal(settings.prefetch, 8);
 
-    // Every later segment is a hit once its prefetcher brought it: the fast path takes each (the
-    // full path would rewrite .fast-path) and starts the next prefetcher when the queue runs low.
+    // Every later segment is a hit once the follower the full path started brought it: the fast
+    // path takes each (the full path would rewrite .fast-path); one follower serves them all.
     const settingsMtime = (await stat(join(prefetchDirectory(pgWal), '.fast-path'))).mtimeMs;
     for (const name of names.slice(1)) {
       const deadline = Date.now() + 60_000;
@@ -175,8 +176,12 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
       assert.deepEqual(await readFile(join(pgWal, 'RECOVERYXLOG')), contents.get(name), name);
     }
     assert.equal((await stat(join(prefetchDirectory(pgWal), '.fast-path'))).mtimeMs, settingsMtime, 'no call took the full path');
-    assert.ok(existsSync(join(prefetchDirectory(pgWal), '.fast-path-started')), 'the fast path started a prefetcher');
+    assert.ok(!existsSync(join(prefetchDirectory(pgWal), '.fast-path-started')), 'the fast path never had to start a prefetcher');
+    const follower = Number(await readFile(join(prefetchDirectory(pgWal), 'follower.pid'), 'utf8'));
+    assert.doesNotThrow(() => process.kill(follower, 0), 'the follower is still running');
+    process.kill(follower, 'SIGTERM'); // no recovery.signal here: it would stay until idle
     await waitForWalrusProcesses(temp.path);
+    assert.ok(!existsSync(join(prefetchDirectory(pgWal), 'follower.pid')), 'a follower that ends removes its pid file');
 
     // the same config, now unloadable but with the recorded mtime and size kept: only the fast path succeeds
     const more = segments(nextSegmentName(names[names.length - 1]), 1)[0];
@@ -243,5 +248,118 @@ describe('adler32 (lzop block checksums)', () => {
     assert.equal(adler32(Buffer.from('Wikipedia')), 0x11e60398);
     const split = 12_345;
     assert.equal(adler32(random.subarray(split, 100_000), adler32(random.subarray(0, split))), reference(random.subarray(0, 100_000)));
+  });
+});
+
+describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
+  const FRONT = join(REPO_ROOT, 'bin', 'walrus-prefetch-hit');
+  let fakeFollower: ChildProcess;
+  before(() => {
+    fakeFollower = spawn('sleep', ['600'], { stdio: 'ignore' });
+  });
+  after(() => {
+    fakeFollower?.kill();
+  });
+
+  /**
+   * Runs the front as restore_command does. `command` is what it wraps: bin/walrus by default, or
+   * `echo FELL-THROUGH` to prove that it ran the wrapped command instead of taking the segment.
+   */
+  function front(args: string[], cwd: string, command: string[] = [process.execPath, WALRUS_BIN], env: NodeJS.ProcessEnv = {}) {
+    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolveRun) => {
+      const child = spawn('/bin/sh', [FRONT, ...command, ...args], { cwd, env: { PATH: process.env.PATH, ...env } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('close', (code) => resolveRun({ code, stdout, stderr }));
+    });
+  }
+  const FELL_THROUGH = ['/bin/echo', 'FELL-THROUGH'];
+
+  /** A prefetched scene whose follower (a stand-in process) is alive, with the settings recorded. */
+  async function followed(first: string, server: string | null = 'db1') {
+    const names = segments(first, 3);
+    const s = await scene(names);
+    const config = await unloadableConfig();
+    await recordFastPathSettings(s.pgWal, config, server, 'db1', 8);
+    await writeFile(join(s.dir, 'follower.pid'), String(fakeFollower.pid));
+    return { ...s, names, config };
+  }
+
+  test('takes a prefetched segment in sh: DEST has its bytes, .last-requested names it, the INFO line of bin/walrus', async () => {
+    const s = await followed('000000010000000000000120');
+    const r = await front(['--config', s.config, '--server', 'db1', 'wal-fetch', s.names[0], 'pg_wal/RECOVERYXLOG'], s.dataDirectory, FELL_THROUGH);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, '', 'the wrapped command did not run');
+    assert.deepEqual(await readFile(join(s.pgWal, 'RECOVERYXLOG')), s.contents.get(s.names[0]));
+    assert.ok(!existsSync(join(s.dir, s.names[0])), 'moved, not copied');
+    assert.equal(await readFile(join(s.dir, '.last-requested'), 'utf8'), s.names[0]);
+    assert.deepEqual(logMessages(r.stderr), [['INFO', 'promoted a prefetched WAL segment']]);
+    assert.match(r.stderr, new RegExp(`DETAIL: ${s.names[0]} → pg_wal/RECOVERYXLOG\\n\\s+STRUCTURED: time=\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z pid=\\d+ action=wal-fetch seg=${s.names[0]} state=complete prefetch=hit`));
+  });
+
+  test('--config=FILE relative to the data directory, WALRUS_SERVER, --log-format json, --log-level warn', async () => {
+    const s = await followed('000000010000000000000130');
+    // a config inside the data directory, named relative to it (a path with .. is not normalized: full path)
+    await writeFile(join(s.dataDirectory, 'fleet.yaml'), 'this: [is not a fleet\n');
+    await recordFastPathSettings(s.pgWal, join(s.dataDirectory, 'fleet.yaml'), 'db1', 'db1', 8);
+    const dotted = await front([`--config=../${relativePath(temp.path, s.dataDirectory)}/fleet.yaml`, 'wal-fetch', s.names[0], 'pg_wal/RECOVERYXLOG'], s.dataDirectory, FELL_THROUGH, { WALRUS_SERVER: 'db1' });
+    assert.match(dotted.stdout, /^FELL-THROUGH /);
+    const json = await front([`--config=fleet.yaml`, '--log-format=json', 'wal-fetch', s.names[0], 'pg_wal/RECOVERYXLOG'], s.dataDirectory, FELL_THROUGH, { WALRUS_SERVER: 'db1' });
+    assert.equal(json.code, 0, json.stderr);
+    assert.equal(json.stdout, '');
+    const record = JSON.parse(json.stderr.trim());
+    assert.deepEqual([record.level, record.message, record.seg, record.prefetch, record.detail], ['info', 'promoted a prefetched WAL segment', s.names[0], 'hit', `${s.names[0]} → pg_wal/RECOVERYXLOG`]);
+    const quiet = await front(['--config', join(s.dataDirectory, 'fleet.yaml'), '--server', 'db1', '--log-level', 'warn', 'wal-fetch', s.names[1], 'pg_wal/RECOVERYXLOG'], s.dataDirectory, FELL_THROUGH);
+    assert.deepEqual([quiet.code, quiet.stdout, quiet.stderr], [0, '', '']);
+    assert.deepEqual(await readFile(join(s.pgWal, 'RECOVERYXLOG')), s.contents.get(s.names[1]));
+  });
+
+  for (const [why, change] of [
+    ['the follower is not running', { deadFollower: true }],
+    ['the config file changed after the settings were recorded', { touch: true }],
+    ['another server is named', { server: 'db2' }],
+    ['no server was named when the settings were recorded', { recordedServer: null }],
+    ['an option it does not know is given (--debug)', { debug: true }],
+    ['no settings for the sh front were recorded', { noShSettings: true }],
+    ['the segment is not prefetched', { other: true }],
+    ['the verb is not wal-fetch', { verb: 'wal-push' }],
+  ] as const) {
+    test(`runs the wrapped command when ${why}`, async () => {
+      const s = await followed(`0000000100000000000001${(40 + Object.keys(change).join().length).toString(16).toUpperCase().padStart(2, '0')}`, 'recordedServer' in change ? null : 'db1');
+      if ('deadFollower' in change) {
+        const dead = spawn('true');
+        await new Promise((r) => dead.on('close', r));
+        await writeFile(join(s.dir, 'follower.pid'), String(dead.pid));
+      }
+      if ('touch' in change) await utimes(s.config, new Date(), new Date(Date.now() + 5000));
+      if ('noShSettings' in change) await rm(join(s.dir, '.fast-path.sh'));
+      const name = 'other' in change ? nextSegmentName(s.names[2]) : s.names[0];
+      const args = [...('debug' in change ? ['--debug'] : []), '--config', s.config, '--server', 'server' in change ? change.server : 'db1', 'verb' in change ? change.verb : 'wal-fetch', name, 'pg_wal/RECOVERYXLOG'];
+      const r = await front(args, s.dataDirectory, FELL_THROUGH);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, `FELL-THROUGH ${args.join(' ')}\n`, 'the wrapped command ran with the arguments unchanged');
+      assert.ok(!existsSync(join(s.pgWal, 'RECOVERYXLOG')), 'nothing was moved');
+      if (!('other' in change)) assert.ok(existsSync(join(s.dir, s.names[0])), 'the prefetched segment is still there');
+    });
+  }
+
+  test('a history file or a name that is not a segment is never taken from the prefetch directory', async () => {
+    const s = await followed('000000010000000000000160');
+    await writeFile(join(s.dir, '00000002.history'), 'x');
+    for (const name of ['00000002.history', '00000001000000000000016', '../../../etc/passwd', '0000000100000000000001G0']) {
+      const r = await front(['--config', s.config, '--server', 'db1', 'wal-fetch', name, 'pg_wal/RECOVERYXLOG'], s.dataDirectory, FELL_THROUGH);
+      assert.match(r.stdout, /^FELL-THROUGH /, name);
+    }
+    assert.ok(existsSync(join(s.dir, '00000002.history')));
+  });
+
+  test('falls through to bin/walrus itself, whose full path reports the config error', async () => {
+    const s = await followed('000000010000000000000170');
+    await writeFile(join(s.dir, 'follower.pid'), '0');
+    const r = await front(['--config', s.config, '--server', 'db1', 'wal-fetch', nextSegmentName(s.names[2]), 'pg_wal/RECOVERYXLOG'], s.dataDirectory);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /config/);
   });
 });
