@@ -7,13 +7,14 @@ import { createReadStream, createWriteStream, existsSync, readFileSync, unlinkSy
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Writable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { WalrusError, integrityError, notFound, refusedError, usageError } from './errors.js';
 import { isSegmentName, isWalFileName, nextSegmentName } from './layout.js';
 import { DigestTap, encodedSize, openObject, writeObject } from './pipeline.js';
 import type { ServerRuntime } from './runtime.js';
 import { fsyncDirectory } from './durable-files.js';
+import { codecOfKey, walKeyCandidates } from './codec-by-suffix.js';
 
 /** walrus's own folder inside pg_wal (WAL-E used .wal-e/): push markers and prefetched segments. */
 export const WALRUS_FOLDER = '.walrus';
@@ -207,10 +208,10 @@ export async function fetchWalFile(rt: ServerRuntime, name: string, dest: string
   await stat(destDirectory).catch((e: NodeJS.ErrnoException) => {
     throw usageError(`destination directory ${destDirectory} does not exist (${e.code})`);
   });
-  const key = rt.layout.walKey(name);
   const started = Date.now();
-  const body = await openObject(rt.storage, key, rt);
-  if (!body) throw notFound(`WAL file ${name} is not in the archive (${rt.storage.describe(key)})`);
+  const found = await openWalObject(rt, name);
+  if (!found) throw notFound(`WAL file ${name} is not in the archive (${rt.storage.describe(rt.layout.walKey(name))})`);
+  const { key, body } = found;
   const bytes = await writeFileAtomically(body, dest, `${rt.storage.describe(key)}`);
   const ms = Date.now() - started;
   rt.log.info('completed download of a WAL file', {
@@ -218,6 +219,18 @@ export async function fetchWalFile(rt: ServerRuntime, name: string, dest: string
     structured: { action: 'wal-fetch', key: rt.storage.describe(key), seg: name, state: 'complete', rate: rate(bytes, ms) },
   });
   return { bytes };
+}
+
+/**
+ * A WAL file's object, opened with the codec its name says: under the configured codec's suffix
+ * or, in an archive whose compression was changed, another one. Null when it is under none.
+ */
+export async function openWalObject(rt: ServerRuntime, name: string): Promise<{ key: string; body: Readable } | null> {
+  for (const key of walKeyCandidates(rt, name)) {
+    const body = await openObject(rt.storage, key, { ...rt, expectCodec: await codecOfKey(rt, key) });
+    if (body) return { key, body };
+  }
+  return null;
 }
 
 /** Stream into a hidden temp file beside `dest`, fsync it, then rename: `dest` is whole or absent. */
@@ -299,13 +312,13 @@ async function prefetchWindow(rt: ServerRuntime, walDirectory: string, names: st
       }
       await handle.close();
       try {
-        const body = await openObject(rt.storage, rt.layout.walKey(name), rt);
-        if (!body) {
+        const found = await openWalObject(rt, name);
+        if (!found) {
           queue.length = 0; // the archive ends here for now
           archiveEnded = true;
           continue;
         }
-        await writeFileAtomically(body, claim, rt.storage.describe(rt.layout.walKey(name)));
+        await writeFileAtomically(found.body, claim, rt.storage.describe(found.key));
         await rename(claim, done);
         fetched++;
       } catch (e) {

@@ -23,6 +23,7 @@ import type { BackupSentinel } from '../backup-sentinel.js';
 import type { ServerRuntime } from '../runtime.js';
 import type { StorageObjectInfo } from '../types.js';
 import type { VerbRunner } from '../verbs.js';
+import { codecOfKey } from '../codec-by-suffix.js';
 
 export type ProblemKind = Extract<ErrorKind, 'INTEGRITY' | 'KEY' | 'STORAGE'>;
 
@@ -116,7 +117,7 @@ class DecodeProgress {
 /** Reads `key` to the end through cipher and codec; null when it does not exist. */
 async function decodeObject(rt: ServerRuntime, key: string, progress: DecodeProgress, options: { codec: boolean } = { codec: true }): Promise<DecodedObject | null> {
   const stored = new DigestTap();
-  const body = await openObject(rt.storage, key, { codec: rt.codec, cipher: rt.cipher, expectCodec: options.codec ? rt.codec : null, storedTap: stored });
+  const body = await openObject(rt.storage, key, { codec: rt.codec, cipher: rt.cipher, expectCodec: options.codec ? await codecOfKey(rt, key) : null, storedTap: stored });
   if (!body) return null;
   const content = new DigestTap();
   progress.start(content);
@@ -129,7 +130,7 @@ async function decodeObject(rt: ServerRuntime, key: string, progress: DecodeProg
 }
 
 async function readSmallObject(rt: ServerRuntime, key: string): Promise<string | null> {
-  const body: Readable | null = await openObject(rt.storage, key, rt);
+  const body: Readable | null = await openObject(rt.storage, key, { ...rt, expectCodec: await codecOfKey(rt, key) });
   if (!body) return null;
   const chunks: Buffer[] = [];
   let length = 0;
