@@ -7,15 +7,16 @@
  *   BENCH_SEGMENTS  WAL segments generated for the archiving and replay figures (default 64)
  *   BENCH_POOL   walrus poolSize and pgBackRest process-max (default 2)
  *   BENCH_WALRUS  the walrus executable (default bin/walrus of this checkout)
+ *   BENCH_CODEC  walrus's compression (default lzo, WAL-E's format; lz4 and zstd are opt-in)
  *   BENCH_NO_PGBACKREST=1  walrus figures alone
  *   BENCH_SKIP   comma list of figures to leave out: startup, wal-push, archiving (e.g. to measure
  *                backup, restore and replay alone, faster)
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { chownToPostgres, createCluster, destroyAllClusters, registerCleanup, type PgCluster } from '../test/helpers/pg-cluster.js';
 import { WALRUS_BIN } from '../test/helpers/walrus-cli.js';
 
@@ -24,6 +25,11 @@ const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 const SEGMENTS = Number(process.env.BENCH_SEGMENTS ?? 64);
 const POOL = Number(process.env.BENCH_POOL ?? 2);
 const WALRUS = process.env.BENCH_WALRUS ?? WALRUS_BIN;
+const CODEC = process.env.BENCH_CODEC ?? 'lzo';
+// restore_command as walrus writes it (core/pg-settings.ts): the sh front, then node and bin/walrus
+// (an older walrus without the front: bin/walrus alone).
+const PREFETCH_HIT_FRONT = join(dirname(WALRUS), 'walrus-prefetch-hit');
+const RESTORE_COMMAND_PREFIX = existsSync(PREFETCH_HIT_FRONT) ? `/bin/sh ${PREFETCH_HIT_FRONT} ${process.execPath} ` : '';
 const WITH_PGBR = process.env.BENCH_NO_PGBACKREST !== '1';
 const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 const SEGMENT_BYTES = 16 * 1024 * 1024;
@@ -120,7 +126,7 @@ function printTable() {
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i].length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i])).join(' | ');
   console.log('');
-  console.log(`walrus bench: scale ${SCALE}, ${RUNS} run(s) per figure (median, min–max), ${SEGMENTS} segments, pool/process-max ${POOL}, ${cpus().length} cores, node ${process.version}, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
+  console.log(`walrus bench: scale ${SCALE}, ${RUNS} run(s) per figure (median, min–max), ${SEGMENTS} segments, walrus compression ${CODEC}, pool/process-max ${POOL}, ${cpus().length} cores, node ${process.version}, load ${loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   console.log(`walrus ×: walrus's speed relative to the other (> 1: walrus faster).`);
   console.log(line(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('-|-'));
@@ -149,7 +155,7 @@ await writeFile(
   [
     'version: 1',
     `storages: { local: { plugin: file, path: ${walrusStore} } }`,
-    `defaults: { storage: local, compression: lzo, encryption: none, poolSize: ${POOL}, prefetch: 8 }`,
+    `defaults: { storage: local, compression: ${CODEC}, encryption: none, poolSize: ${POOL}, prefetch: 8 }`,
     'servers:',
     '  bench:',
     `    dataDirectory: ${cluster.dataDirectory}`,
@@ -349,7 +355,7 @@ for (let run = 0; run < RUNS; run++) {
   fetchW.push(dataBytes / 1e6 / (f.ms / 1000));
   addRss('backup-fetch', f.rssKb);
   await writeFile(join(targetW, 'recovery.signal'), '');
-  await writeFile(join(targetW, 'postgresql.auto.conf'), `restore_command = '${walrusCmd('wal-fetch %f %p')}'\nrecovery_target_timeline = 'latest'\n`);
+  await writeFile(join(targetW, 'postgresql.auto.conf'), `restore_command = '${RESTORE_COMMAND_PREFIX}${walrusCmd('wal-fetch %f %p')}'\nrecovery_target_timeline = 'latest'\n`);
   await chownToPostgres(targetW);
   replayW.push(await replay(targetW));
   await rm(targetW, { recursive: true, force: true });
