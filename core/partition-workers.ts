@@ -23,14 +23,17 @@ function ownsItsMemory(chunk: Buffer): boolean {
   return chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength && chunk.buffer instanceof ArrayBuffer;
 }
 
-/** The worker module beside this one: `.js` in dist/, `.ts` when tests run the sources through tsx. */
-function workerEntry(): { url: URL; execArgv: string[] } {
+/**
+ * The worker beside this module: `.js` in dist/. When tests run the sources through tsx, the
+ * `.ts` module, loaded by a small bootstrap that registers tsx first: Node 20 does not apply the
+ * parent's `--import tsx` loader hooks to a worker's entry module.
+ */
+function startWorker(): Worker {
   const here = import.meta.url;
-  if (!here.endsWith('.ts')) return { url: new URL('./partition-decode-worker.js', here), execArgv: process.execArgv };
-  const url = new URL('./partition-decode-worker.ts', here);
-  // Workers inherit the parent's execArgv; under `node --import tsx` that already loads tsx.
-  if (process.execArgv.some((a) => a.includes('tsx'))) return { url, execArgv: process.execArgv };
-  return { url, execArgv: [...process.execArgv, '--import', import.meta.resolve('tsx')] };
+  if (!here.endsWith('.ts')) return new Worker(new URL('./partition-decode-worker.js', here));
+  const entry = new URL('./partition-decode-worker.ts', here).href;
+  const tsx = import.meta.resolve('tsx/esm/api');
+  return new Worker(`import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`, { eval: true });
 }
 
 export interface DecodeHooks {
@@ -47,8 +50,7 @@ export class PartitionWorkerPool {
   constructor(private readonly log: Logger) {}
 
   private spawn(): Worker {
-    const { url, execArgv } = workerEntry();
-    const worker = new Worker(url, { execArgv });
+    const worker = startWorker();
     this.all.add(worker);
     worker.once('exit', () => {
       this.all.delete(worker);
