@@ -228,15 +228,22 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
   if (tablespaceOid(parts, parts.length - 1) !== null && extraction.tablespaces.has(parts[1])) {
     throw refuse(name, 'a file in place of a tablespace link');
   }
-  const existing = await lstatOrNull(target);
-  if (existing !== null && !existing.isFile()) throw refuse(name, `would replace an existing ${describeType(existing)}`);
-
+  // The usual case, a new name: O_EXCL creates it and never follows or reuses anything there.
+  // Only when something exists already (an earlier entry of the same name) is it looked at first.
+  let existing: Stats | null = null;
   let handle;
   try {
-    handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
+    handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, 0o600);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ELOOP') throw refuse(name, 'would write through a symbolic link');
-    throw error;
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    existing = await lstatOrNull(target);
+    if (existing !== null && !existing.isFile()) throw refuse(name, `would replace an existing ${describeType(existing)}`);
+    try {
+      handle = await open(target, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_TRUNC | fsConstants.O_NOFOLLOW, 0o600);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ELOOP') throw refuse(name, 'would write through a symbolic link');
+      throw error;
+    }
   }
   let written = 0;
   try {
