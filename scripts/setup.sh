@@ -43,7 +43,7 @@ if ! ls node_modules/zstd-napi/build/Release/*.node >/dev/null 2>&1; then
   exit 1
 fi
 if ! node -e "require('lz4-napi')" 2>/dev/null; then
-  echo "walrus setup: lz4-napi has no binary for this platform ($(node -p 'process.platform + \"-\" + process.arch')): the lz4 codec is unavailable" >&2
+  echo "walrus setup: lz4-napi has no binary for this platform ($(node -p 'process.platform + "-" + process.arch')): the lz4 codec is unavailable" >&2
   exit 1
 fi
 npm run build --silent
