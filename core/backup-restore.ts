@@ -26,6 +26,8 @@ import { readSentinel, resolveBackupName } from './backup-catalog.js';
 import type { BackupSentinel, PartitionRecord } from './backup-sentinel.js';
 import type { ServerRuntime } from './runtime.js';
 import { fsyncDirectory, pathExists } from './durable-files.js';
+import { codecNameOfKey, codecOfKey } from './codec-by-suffix.js';
+import type { Codec } from './types.js';
 
 /** Present while a restore is unfinished (or failed). */
 export const RESTORE_INCOMPLETE_MARKER = '.walrus-restore-incomplete';
@@ -305,9 +307,8 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
     progress.storedBytes += n;
     options.onProgress?.(progress);
   };
-  const codec = rt.codec;
-  const badHead = (where: string, head: Buffer) =>
-    integrityError(`${where} is not a valid ${codec!.name} stream (${head.length ? 'wrong magic bytes' : 'empty object'})`, {
+  const badHead = (where: string, codec: Codec, head: Buffer) =>
+    integrityError(`${where} is not a valid ${codec.name} stream (${head.length ? 'wrong magic bytes' : 'empty object'})`, {
       hint: 'the object is corrupt or was not written by walrus/WAL-E; restore it from another copy',
     });
   // Decoding runs in worker threads; the stored bytes are hashed there too unless a cipher (a plugin of this thread) decrypts them first.
@@ -321,6 +322,8 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
     const where = `partition ${rt.storage.describe(p.key)}`;
     const storedTap = hashInWorker ? null : new CountingTap(onStoredBytes);
     try {
+      // by the partition's suffix: a backup taken before the compression was changed stays readable
+      const codec = await codecOfKey(rt, p.key);
       const body = await openObject(rt.storage, p.key, {
         codec: null,
         expectCodec: null, // decompressed in the worker
@@ -338,13 +341,13 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
       }
       active.add(body);
       const result = await workers.decode(
-        { codecSpec: rt.server.compression, configDirectory: rt.fleet.directory, hashInput: hashInWorker, dataRoot, tablespaces, fsync },
+        { codecSpec: codecNameOfKey(rt, p.key), configDirectory: rt.fleet.directory, hashInput: hashInWorker, dataRoot, tablespaces, fsync },
         body,
         {
           onChunk: hashInWorker ? onStoredBytes : undefined,
           checkHead: codec
             ? (head) => {
-                if (!codec.recognizes(head)) throw badHead(rt.storage.describe(p.key), head);
+                if (!codec.recognizes(head)) throw badHead(rt.storage.describe(p.key), codec, head);
               }
             : undefined,
         },
