@@ -18,7 +18,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { chownToPostgres, createCluster, destroyAllClusters, registerCleanup, type PgCluster } from '../test/helpers/pg-cluster.js';
-import { WALRUS_BIN } from '../test/helpers/walrus-cli.js';
+import { WALRUS_BIN, waitForWalrusProcesses } from '../test/helpers/walrus-cli.js';
 
 const SCALE = Number(process.env.BENCH_SCALE ?? 100);
 const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
@@ -358,6 +358,8 @@ for (let run = 0; run < RUNS; run++) {
   await writeFile(join(targetW, 'postgresql.auto.conf'), `restore_command = '${RESTORE_COMMAND_PREFIX}${walrusCmd('wal-fetch %f %p')}'\nrecovery_target_timeline = 'latest'\n`);
   await chownToPostgres(targetW);
   replayW.push(await replay(targetW));
+  // the prefetcher that followed the recovery ends within a poll (~2 s) of it
+  await waitForWalrusProcesses(targetW);
   await rm(targetW, { recursive: true, force: true });
   if (WITH_PGBR) {
     const targetP = join(work, 'restore-pgbr');

@@ -344,6 +344,8 @@ export interface FollowOptions {
   archiveEndPollMs?: number;
   /** Called on each request seen and each segment fetched (a watchdog's heartbeat). */
   onActivity?: () => void;
+  /** The fleet config it runs with: when the file changes, it stops and drops what it fetched. */
+  configPath?: string;
 }
 
 /** Whether a live process holds pg_wal's follower lock (bin/walrus checks the same way). */
@@ -429,8 +431,19 @@ export async function followRecovery(rt: ServerRuntime, walDirectory: string, fi
         resolvePause();
       };
     });
+  const configStamp = async () => {
+    const s = options.configPath ? await stat(options.configPath).catch(() => null) : null;
+    return s ? `${s.ino}:${s.size}:${s.mtimeMs}` : '';
+  };
+  const loadedConfig = await configStamp();
   try {
     for (;;) {
+      if ((await configStamp()) !== loadedConfig) {
+        // Fetched under the old settings (another storage or key, maybe): gone, and the next
+        // wal-fetch, which loads the new config, starts a new follower.
+        for (const e of await readdir(dir).catch(() => [] as string[])) if (isSegmentName(e)) await rm(join(dir, e), { force: true });
+        return true;
+      }
       const requested = await readRequest(dir);
       if (requested.stamp !== lastRequest) {
         [lastRequest, lastActivity] = [requested.stamp, Date.now()];

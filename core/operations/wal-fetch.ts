@@ -38,7 +38,8 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
   const walDirectory = dirname(resolve(dest));
   const server = ctx.server();
   try {
-    if (isSegmentName(name) && server.prefetch > 0) await recordRequested(walDirectory, name).catch(() => {});
+    const follows = isSegmentName(name) && server.prefetch > 0;
+    if (follows) await recordRequested(walDirectory, name).catch(() => {});
     const prefetched = isSegmentName(name) && (await takePrefetched(walDirectory, name, dest));
     if (prefetched) {
       ctx.log.info('promoted a prefetched WAL segment', { detail: `${name} → ${dest}`, structured: { action: 'wal-fetch', seg: name, state: 'complete', prefetch: 'hit' } });
@@ -47,9 +48,10 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
       await fetchWalFile(rt, name, dest);
     }
     await cleanPartialFiles(walDirectory).catch(() => {});
-    if (isSegmentName(name) && server.prefetch > 0) {
-      await cleanPrefetched(walDirectory, name).catch(() => {});
+    if (follows) {
+      // only after a segment was there: a standby asking past the archive's end starts none
       await startPrefetcher(ctx, walDirectory, name, server.prefetch);
+      await cleanPrefetched(walDirectory, name).catch(() => {});
       if (ctx.configPath) await recordFastPathSettings(walDirectory, ctx.configPath, ctx.serverName ?? null, server.name, server.prefetch).catch(() => {});
     }
   } catch (e) {

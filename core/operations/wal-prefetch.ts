@@ -18,7 +18,7 @@ export const run: VerbRunner = async (ctx, [walDirectory, first], options) => {
     const idleMs = 15_000;
     let lastActivity = Date.now();
     setInterval(() => Date.now() - lastActivity > 5 * idleMs && process.exit(0), 10_000).unref();
-    const followed = await followRecovery(rt, walDirectory, first, { count, idleMs, onActivity: () => (lastActivity = Date.now()) });
+    const followed = await followRecovery(rt, walDirectory, first, { count, idleMs, configPath: ctx.configPath, onActivity: () => (lastActivity = Date.now()) });
     ctx.log.debug(followed ? 'recovery went quiet: prefetching ends' : 'another prefetcher follows this recovery', { structured: { action: 'wal-prefetch', from: first, follow: true } });
     return;
   }
