@@ -383,7 +383,7 @@ say('peak RSS of wal-fetch, wal-prefetch, verify, status, delete (dry run)');
   const walDir = join(work, 'seg', 'fetch');
   await mkdir(walDir, { recursive: true });
   await chownToPostgres(walDir);
-  const newest = (await readdir(join(walrusStore, 'bench', 'wal_005'))).filter((n) => /^[0-9A-F]{24}\.lzo$/.test(n)).sort();
+  const newest = (await readdir(join(walrusStore, 'bench', 'wal_005'))).filter((n) => /^[0-9A-F]{24}(\.[a-z0-9]+)?$/.test(n)).sort();
   const first = newest[newest.length - 10].slice(0, 24);
   addRss('wal-fetch', (await timed(walrusCmd(`wal-fetch ${first} ${join(walDir, first)}`).split(' '))).rssKb);
   addRss('wal-prefetch', (await timed(walrusCmd(`wal-prefetch ${walDir} ${newest[newest.length - 9].slice(0, 24)} --count 8`).split(' '))).rssKb);

@@ -16,6 +16,7 @@ import { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import type * as Lz4Napi from 'lz4-napi';
 import { integrityError } from '../../core/errors.js';
+import { ByteQueue } from '../../core/byte-queue.js';
 
 // CommonJS native addon: loaded on first use so that importing the plugin (recognizes()) stays cheap.
 let loadedBinding: typeof Lz4Napi | undefined;
@@ -47,60 +48,6 @@ const FLG_DICT_ID = 0x01;
 const BLOCK_UNCOMPRESSED = 0x80000000;
 
 const CORRUPT_HINT = 'the object is damaged or not an LZ4 frame stream; fetch it again or use another copy of it';
-
-// ---------------------------------------------------------------- byte queue
-
-/** Input received but not yet parsed: chunks kept as they came, copied only when a read spans them. */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  length = 0;
-
-  push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-  }
-
-  /** The unsigned little-endian 32-bit word at `index`, without consuming anything. */
-  peekUInt32LE(index: number): number {
-    let value = 0;
-    for (let k = 3; k >= 0; k--) value = value * 256 + this.peek(index + k);
-    return value;
-  }
-
-  peek(index: number): number {
-    for (const chunk of this.chunks) {
-      if (index < chunk.length) return chunk[index]!;
-      index -= chunk.length;
-    }
-    throw new RangeError('peek past the end of the queue');
-  }
-
-  /** Removes the first `n` bytes and returns them as the chunks they were in (no copy). */
-  takeParts(n: number): Buffer[] {
-    const parts: Buffer[] = [];
-    while (n > 0) {
-      const chunk = this.chunks[0]!;
-      if (chunk.length <= n) {
-        parts.push(chunk);
-        this.chunks.shift();
-        n -= chunk.length;
-        this.length -= chunk.length;
-      } else {
-        parts.push(chunk.subarray(0, n));
-        this.chunks[0] = chunk.subarray(n);
-        this.length -= n;
-        n = 0;
-      }
-    }
-    return parts;
-  }
-
-  take(n: number): Buffer {
-    const parts = this.takeParts(n);
-    return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);
-  }
-}
 
 // ---------------------------------------------------------------- ordered thread-pool work
 

@@ -13,6 +13,7 @@ import { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import { crc32 } from 'node:zlib';
 import { integrityError } from '../../core/errors.js';
+import { ByteQueue } from '../../core/byte-queue.js';
 
 interface LzoBinding {
   compress(input: Buffer): Buffer;
@@ -139,53 +140,6 @@ function adler32ByteAtATime(data: Uint8Array, initial: number): number {
 }
 
 const hex = (n: number) => '0x' + n.toString(16).padStart(8, '0');
-
-// ---------------------------------------------------------------- byte queue
-
-/** The input received but not yet parsed: chunks kept as they came, copied only when a read spans them. */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  length = 0;
-
-  push(chunk: Buffer): void {
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.length += chunk.length;
-  }
-
-  /** The byte at `index` without consuming anything. */
-  peek(index: number): number {
-    for (const chunk of this.chunks) {
-      if (index < chunk.length) return chunk[index]!;
-      index -= chunk.length;
-    }
-    throw new RangeError('peek past the end of the queue');
-  }
-
-  /** Removes and returns the first `n` bytes; the caller has checked `length >= n`. */
-  take(n: number): Buffer {
-    const first = this.chunks[0];
-    if (n === 0) return Buffer.alloc(0);
-    if (first && first.length >= n) {
-      this.length -= n;
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-      return first.subarray(0, n);
-    }
-    const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const chunk = this.chunks[0]!;
-      const part = Math.min(chunk.length, n - filled);
-      chunk.copy(out, filled, 0, part);
-      filled += part;
-      if (part === chunk.length) this.chunks.shift();
-      else this.chunks[0] = chunk.subarray(part);
-    }
-    this.length -= n;
-    return out;
-  }
-}
 
 // ---------------------------------------------------------------- paced coder
 

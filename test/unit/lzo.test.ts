@@ -7,7 +7,6 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { Readable, Writable, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
 import { WalrusError } from '../../core/errors.js';
@@ -15,6 +14,7 @@ import { silentLogger } from '../../core/log.js';
 import type { Codec } from '../../core/types.js';
 import { manifest } from '../../plugins/lzo/index.js';
 import { adler32, LZOP_BLOCK_SIZE, LZOP_MAGIC } from '../../plugins/lzo/lzop-format.js';
+import { runStream } from '../helpers/codec-streams.js';
 
 const FIXTURES = '/work/shared/fixtures/wal-e-plain';
 const WAL_DIR = `${FIXTURES}/store/wal_005`;
@@ -38,23 +38,7 @@ function runLzop(args: string[], input: Buffer): Promise<{ code: number; stdout:
   });
 }
 
-/** Feeds `input` in 64 KiB chunks (as a file read stream would) and collects the output. */
-async function run(transform: Duplex, input: Buffer, chunkSize = 65536): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for (let i = 0; i < input.length; i += chunkSize) chunks.push(input.subarray(i, i + chunkSize));
-  const out: Buffer[] = [];
-  await pipeline(
-    Readable.from(chunks),
-    transform,
-    new Writable({
-      write(chunk: Buffer, _e, cb) {
-        out.push(chunk);
-        cb();
-      },
-    }),
-  );
-  return Buffer.concat(out);
-}
+const run = runStream;
 
 const walrusCompress = (input: Buffer) => run(codec.compress(), input);
 const walrusDecompress = (input: Buffer, chunkSize?: number) => run(codec.decompress(), input, chunkSize);
@@ -72,7 +56,6 @@ async function assertIntegrity(promise: Promise<unknown>, message: RegExp): Prom
   return error;
 }
 
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** A decompressed WAL segment from the fixtures (real, compressible PostgreSQL WAL). */
 const walSegment = (await runLzop(['-dc'], readFileSync(`${WAL_DIR}/000000010000000200000031.lzo`))).stdout;

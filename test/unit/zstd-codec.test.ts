@@ -4,83 +4,26 @@
  */
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Readable, Writable, type Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { WalrusError } from '../../core/errors.js';
+import { readFile } from 'node:fs/promises';
 import { silentLogger } from '../../core/log.js';
-import { openObject, writeObject } from '../../core/pipeline.js';
+import { assertIntegrity, fixtureGpgCipher, objectRoundTrips, runStream, runTool, toolOutput } from '../helpers/codec-streams.js';
 import { createCodec, pluginOptionProblems } from '../../core/registry.js';
-import type { Cipher, Codec, Storage } from '../../core/types.js';
+import type { Codec } from '../../core/types.js';
 import { createZstdCodec, manifest } from '../../plugins/zstd/index.js';
 import { ZSTD_MAGIC } from '../../plugins/zstd/zstd-stream.js';
-import { manifest as fileStorageManifest } from '../../plugins/file/index.js';
-import { manifest as gpgManifest } from '../../plugins/gpg/index.js';
 
 const context = { log: silentLogger, configDirectory: '/tmp', instanceName: 'zstd' };
 const codec = (await manifest.create({}, context)) as Codec;
 
 // ---------------------------------------------------------------- helpers
 
-function runTool(command: string, args: string[], input: Buffer): Promise<{ code: number; stdout: Buffer; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() }));
-    child.stdin.on('error', () => {}); // the tool may exit before reading everything on bad input
-    child.stdin.end(input);
-  });
-}
-
-async function zstdCli(args: string[], input: Buffer): Promise<Buffer> {
-  const r = await runTool('zstd', args, input);
-  assert.equal(r.code, 0, `zstd ${args.join(' ')} failed: ${r.stderr}`);
-  return r.stdout;
-}
-
-function chunksOf(input: Buffer, chunkSize: number): Buffer[] {
-  const chunks: Buffer[] = [];
-  for (let i = 0; i < input.length; i += chunkSize) chunks.push(input.subarray(i, i + chunkSize));
-  return chunks;
-}
-
-async function run(transform: Duplex, input: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>, chunkSize = 65536): Promise<Buffer> {
-  const out: Buffer[] = [];
-  await pipeline(
-    Readable.from(Buffer.isBuffer(input) ? chunksOf(input, chunkSize) : input),
-    transform,
-    new Writable({
-      write(chunk: Buffer, _e, cb) {
-        out.push(chunk);
-        cb();
-      },
-    }),
-  );
-  return Buffer.concat(out);
-}
+const zstdCli = (args: string[], input: Buffer) => toolOutput('zstd', args, input);
+const run = runStream;
 
 const walrusCompress = (input: Buffer) => run(codec.compress(), input);
 const walrusDecompress = (input: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>, chunkSize?: number) => run(codec.decompress(), input, chunkSize);
 
-async function assertIntegrity(promise: Promise<unknown>, message?: RegExp): Promise<WalrusError> {
-  const error = await promise.then(
-    () => assert.fail('expected an INTEGRITY error, the stream finished'),
-    (e: unknown) => e,
-  );
-  assert.ok(error instanceof WalrusError, `expected WalrusError, got ${String(error)}`);
-  assert.equal(error.kind, 'INTEGRITY', error.message);
-  assert.ok(!error.message.includes('\n'), 'one-line message');
-  if (message) assert.match(error.message, message);
-  return error;
-}
 
 const uint32le = (n: number) => {
   const b = Buffer.alloc(4);
@@ -255,25 +198,9 @@ describe('zstd codec', () => {
   });
 
   describe('through writeObject/openObject on file storage', () => {
-    let root = '';
-    let storage: Storage;
-    after(async () => {
-      await storage?.close?.();
-      if (root) await rm(root, { recursive: true, force: true });
-    });
-
-    async function roundTrip(key: string, content: Buffer, cipher: Cipher | null) {
-      root ||= await mkdtemp(join(tmpdir(), 'walrus-zstd-'));
-      storage ??= (await fileStorageManifest.create({ path: root, fsync: false }, { ...context, instanceName: 'file' })) as Storage;
-      const written = await writeObject(storage, key, Readable.from(chunksOf(content, 65536)), { codec, cipher });
-      assert.equal(written.contentBytes, content.length);
-      const stream = await openObject(storage, key, { codec, cipher, expectCodec: codec });
-      assert.ok(stream);
-      const back: Buffer[] = [];
-      for await (const chunk of stream) back.push(chunk as Buffer);
-      assert.ok(Buffer.concat(back).equals(content));
-      return readFile(join(root, key));
-    }
+    const trips = objectRoundTrips(codec);
+    after(() => trips.close());
+    const roundTrip = trips.roundTrip;
 
     test('a WAL segment, plain: the stored file is what zstd -d reads', async () => {
       const stored = await roundTrip('db1/wal_005/000000010000000200000031.zst', walSegment, null);
@@ -281,15 +208,7 @@ describe('zstd codec', () => {
     });
 
     test('a WAL segment, encrypted with the gpg cipher', async () => {
-      const fixture = '/work/shared/fixtures/wal-e-gpg';
-      const cipher = (await gpgManifest.create(
-        {
-          publicKey: await readFile(join(fixture, 'public-key.asc'), 'utf8'),
-          secretKey: await readFile(join(fixture, 'secret-key.asc'), 'utf8'),
-          passphrase: (await readFile(join(fixture, 'passphrase.txt'), 'utf8')).replace(/\r?\n$/, ''),
-        },
-        { ...context, instanceName: 'ops' },
-      )) as Cipher;
+      const cipher = await fixtureGpgCipher();
       const stored = await roundTrip('db1/wal_005/000000010000000200000032.zst', walSegment.subarray(0, 4 * 1024 * 1024), cipher);
       assert.ok(!codec.recognizes(stored), 'stored encrypted, not as zstd');
     });
