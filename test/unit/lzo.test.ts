@@ -3,7 +3,6 @@
  */
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -14,7 +13,7 @@ import { silentLogger } from '../../core/log.js';
 import type { Codec } from '../../core/types.js';
 import { manifest } from '../../plugins/lzo/index.js';
 import { adler32, LZOP_BLOCK_SIZE, LZOP_MAGIC } from '../../plugins/lzo/lzop-format.js';
-import { runStream } from '../helpers/codec-streams.js';
+import { runStream, runTool } from '../helpers/codec-streams.js';
 
 const FIXTURES = '/work/shared/fixtures/wal-e-plain';
 const WAL_DIR = `${FIXTURES}/store/wal_005`;
@@ -24,19 +23,7 @@ const codec = (await manifest.create({}, { log: silentLogger, configDirectory: '
 
 // ---------------------------------------------------------------- helpers
 
-function runLzop(args: string[], input: Buffer): Promise<{ code: number; stdout: Buffer; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('lzop', args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => err.push(c));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString() }));
-    child.stdin.on('error', () => {}); // lzop may exit before reading everything on bad input
-    child.stdin.end(input);
-  });
-}
+const runLzop = (args: string[], input: Buffer) => runTool('lzop', args, input);
 
 const run = runStream;
 

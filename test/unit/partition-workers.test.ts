@@ -13,7 +13,6 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import tarStream from 'tar-stream';
 import { PartitionWorkerPool } from '../../core/partition-workers.js';
 import { decodePartition } from '../../core/partition-decode.js';
 import type { PartitionJob } from '../../core/partition-worker-protocol.js';
@@ -25,25 +24,8 @@ import { createLzoCodec } from '../../plugins/lzo/index.js';
 import { manifest as fileStorageManifest } from '../../plugins/file/index.js';
 import type { ServerRuntime } from '../../core/runtime.js';
 import type { Storage } from '../../core/types.js';
+import { buildTar as tarOf } from '../helpers/tar-build.js';
 
-type EntryHeader = Parameters<tarStream.Pack['entry']>[0];
-
-async function tarOf(entries: Array<{ header: EntryHeader; body?: Buffer }>): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of pack) chunks.push(chunk as Buffer);
-  })();
-  for (const { header, body } of entries) {
-    await new Promise<void>((resolve, reject) => {
-      if (body) pack.entry({ mtime: new Date(0), ...header }, body, (e) => (e ? reject(e) : resolve()));
-      else pack.entry({ mtime: new Date(0), ...header }, (e) => (e ? reject(e) : resolve()));
-    });
-  }
-  pack.finalize();
-  await collected;
-  return Buffer.concat(chunks);
-}
 
 const lzop = (bytes: Buffer) => execFileSync('lzop', ['-c'], { input: bytes, maxBuffer: 256 * 1024 * 1024 });
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');

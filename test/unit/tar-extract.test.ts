@@ -2,7 +2,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,28 +12,10 @@ import { extractPartition } from '../../core/tar-extract.js';
 import { packPartition } from '../../core/tar-partition.js';
 import { WalrusError, isWalrusError } from '../../core/errors.js';
 import type { DataFile } from '../../core/types.js';
+import { buildTar } from '../helpers/tar-build.js';
 
 const FIXTURE_GLOB = '/work/shared/fixtures/wal-e-plain/store/basebackups_005/*/tar_partitions/part_00000000.tar.lzo';
 
-type EntryHeader = Parameters<tarStream.Pack['entry']>[0];
-
-/** An archive built member by member with tar-stream: how a hostile archive is made. */
-async function buildTar(entries: Array<{ header: EntryHeader; body?: Buffer }>): Promise<Buffer> {
-  const pack = tarStream.pack();
-  const chunks: Buffer[] = [];
-  const collected = (async () => {
-    for await (const chunk of pack) chunks.push(chunk as Buffer);
-  })();
-  for (const { header, body } of entries) {
-    await new Promise<void>((resolve, reject) => {
-      if (body) pack.entry({ mtime: new Date(0), ...header }, body, (e) => (e ? reject(e) : resolve()));
-      else pack.entry({ mtime: new Date(0), ...header }, (e) => (e ? reject(e) : resolve()));
-    });
-  }
-  pack.finalize();
-  await collected;
-  return Buffer.concat(chunks);
-}
 
 function streamOf(bytes: Buffer, chunkSize = 4096): Readable {
   return Readable.from((function* () {
