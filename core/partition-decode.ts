@@ -10,9 +10,9 @@
  * core/partition-workers.ts runs it inside a worker thread, so that poolSize partitions use
  * poolSize cores; it is plain stream code and runs the same in any thread.
  */
-import { PassThrough, Transform, type Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DigestTap } from './pipeline.js';
+import { ByteCounter, DigestTap } from './pipeline.js';
 import { extractPartition } from './tar-extract.js';
 import type { Logger } from './log.js';
 import type { Codec } from './types.js';
@@ -33,15 +33,6 @@ export interface Digested {
   sha256: string;
 }
 
-/** Counts the bytes that pass, unchanged. */
-class ByteCountTap extends Transform {
-  bytes = 0;
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (e?: Error | null, c?: Buffer) => void) {
-    this.bytes += chunk.length;
-    done(null, chunk);
-  }
-}
-
 export interface PartitionDecodeResult {
   files: number;
   /** File data written. */
@@ -54,7 +45,7 @@ export interface PartitionDecodeResult {
 
 export async function decodePartition(input: AsyncIterable<Buffer>, options: PartitionDecodeOptions): Promise<PartitionDecodeResult> {
   const storedTap = options.hashInput ? new DigestTap() : null;
-  const tarTap = new ByteCountTap();
+  const tarTap = new ByteCounter();
   const stages: Duplex[] = [];
   if (storedTap) stages.push(storedTap);
   if (options.codec) stages.push(options.codec.decompress());

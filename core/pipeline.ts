@@ -17,6 +17,15 @@ export interface ObjectTransforms {
   cipher: Cipher | null;
 }
 
+/** Counts the bytes that pass, unchanged (where nothing needs their hash). */
+export class ByteCounter extends Transform {
+  bytes = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (e?: Error | null, c?: Buffer) => void) {
+    this.bytes += chunk.length;
+    done(null, chunk);
+  }
+}
+
 /** Counts and hashes the bytes that pass, unchanged. */
 export class DigestTap extends Transform {
   bytes = 0;
@@ -51,7 +60,7 @@ function encodingStages(t: ObjectTransforms): Duplex[] {
 
 /** How many bytes `source` would take as stored, without storing it. */
 export async function encodedSize(source: Readable, t: ObjectTransforms): Promise<number> {
-  const stored = new DigestTap();
+  const stored = new ByteCounter();
   await pipeline([source, ...encodingStages(t), stored, new Writable({ write: (_c, _e, cb) => cb() })] as any);
   return stored.bytes;
 }

@@ -11,7 +11,7 @@ import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { WalrusError, integrityError, notFound, refusedError, usageError } from './errors.js';
 import { isSegmentName, isWalFileName, nextSegmentName } from './layout.js';
-import { DigestTap, encodedSize, openObject, writeObject } from './pipeline.js';
+import { ByteCounter, DigestTap, encodedSize, openObject, writeObject } from './pipeline.js';
 import type { ServerRuntime } from './runtime.js';
 import { fsyncDirectory } from './durable-files.js';
 import { codecOfKey, walKeyCandidates } from './codec-by-suffix.js';
@@ -238,7 +238,7 @@ export async function writeFileAtomically(body: NodeJS.ReadableStream, dest: str
   const temp = join(dirname(dest), `.${basename(dest)}.walrus-partial-${randomBytes(4).toString('hex')}`);
   let bytes = 0;
   try {
-    const counter = new DigestTap();
+    const counter = new ByteCounter();
     // flush: fsync before close, so the rename below never publishes unwritten data
     await pipeline(body, counter, createWriteStream(temp, { flags: 'wx', mode: 0o600, flush: true, highWaterMark: 1024 * 1024 }));
     bytes = counter.bytes;
