@@ -15,15 +15,18 @@ import { createRequire } from 'node:module';
 import { existsSync, openSync, readSync, closeSync, readdirSync, statSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { Duplex, Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Duplex } from 'node:stream';
 import type * as Lz4Napi from 'lz4-napi';
 import { createLzoCodec } from '../plugins/lzo/index.js';
 import { createLz4Codec } from '../plugins/lz4/index.js';
 import { lz4CompressStream, lz4DecompressStream, LZ4_INPUT_PER_FRAME } from '../plugins/lz4/lz4-frame.js';
 import { createZstdCodec } from '../plugins/zstd/index.js';
+import { runStream } from '../test/helpers/codec-streams.js';
+import { medianSeconds } from './timing.js';
 
 const RUNS = 3;
+/** A codec's stream over a buffer fed in 64 KiB chunks, as a file read stream would. */
+const through = (transform: Duplex, input: Buffer) => runStream(transform, input);
 const WAL_DIRECTORY = '/tmp/prof/w/store/bench/wal_005';
 const WAL_FIXTURE = '/work/shared/fixtures/wal-e-plain/store/wal_005/000000010000000200000031.lzo';
 const DATA_BASE = '/tmp/prof/w/data/base';
@@ -138,33 +141,7 @@ const coders: Coder[] = [
 
 // ---------------------------------------------------------------- measuring
 
-async function through(transform: Duplex, input: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for (let i = 0; i < input.length; i += 65536) chunks.push(input.subarray(i, i + 65536));
-  const out: Buffer[] = [];
-  await pipeline(
-    Readable.from(chunks),
-    transform,
-    new Writable({
-      write(chunk: Buffer, _encoding, callback) {
-        out.push(chunk);
-        callback();
-      },
-    }),
-  );
-  return Buffer.concat(out);
-}
 
-async function medianSeconds(run: () => Promise<unknown>): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const start = process.hrtime.bigint();
-    await run();
-    times.push(Number(process.hrtime.bigint() - start) / 1e9);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(RUNS / 2)]!;
-}
 
 const mbps = (bytes: number, seconds: number) => (bytes / 1e6 / seconds).toFixed(0).padStart(6);
 
@@ -175,8 +152,8 @@ async function measure(label: string, data: Buffer): Promise<void> {
     const stored = await through(coder.compress(), data);
     const back = await through(coder.decompress(), stored);
     if (!back.equals(data)) throw new Error(`${coder.name}: round trip differs`);
-    const compressSeconds = await medianSeconds(() => through(coder.compress(), data));
-    const decompressSeconds = await medianSeconds(() => through(coder.decompress(), stored));
+    const compressSeconds = await medianSeconds(() => through(coder.compress(), data), RUNS);
+    const decompressSeconds = await medianSeconds(() => through(coder.decompress(), stored), RUNS);
     const ratio = (data.length / stored.length).toFixed(2).padStart(6);
     console.log(`  ${coder.name.padEnd(30)} ${mbps(data.length, compressSeconds).padStart(13)} ${mbps(data.length, decompressSeconds).padStart(15)} ${ratio}`);
   }

@@ -4,55 +4,24 @@
  *
  *   node --import tsx bench/lzo-codec.ts
  */
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { Readable, Writable, type Duplex } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { silentLogger } from '../core/log.js';
 import type { Codec } from '../core/types.js';
 import { manifest } from '../plugins/lzo/index.js';
+import { runStream, toolOutput } from '../test/helpers/codec-streams.js';
+import { medianSeconds } from './timing.js';
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 const RUNS = 5;
 const FIXTURE = '/work/shared/fixtures/wal-e-plain/store/wal_005/000000010000000200000031.lzo';
 
+const throughWalrus = runStream;
+const throughLzop = (args: string[], input: Buffer) => toolOutput('lzop', args, input);
+
 const codec = (await manifest.create({}, { log: silentLogger, configDirectory: process.cwd(), instanceName: 'lzo' })) as Codec;
 
-async function throughWalrus(transform: Duplex, input: Buffer): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for (let i = 0; i < input.length; i += 65536) chunks.push(input.subarray(i, i + 65536));
-  const out: Buffer[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      out.push(chunk);
-      callback();
-    },
-  });
-  await pipeline(Readable.from(chunks), transform, sink);
-  return Buffer.concat(out);
-}
 
-function throughLzop(args: string[], input: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('lzop', args, { stdio: ['pipe', 'pipe', 'inherit'] });
-    const out: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`lzop ${args.join(' ')} exited ${code}`))));
-    child.stdin.end(input);
-  });
-}
 
-async function medianSeconds(run: () => Promise<unknown>): Promise<number> {
-  const times: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const start = process.hrtime.bigint();
-    await run();
-    times.push(Number(process.hrtime.bigint() - start) / 1e9);
-  }
-  times.sort((a, b) => a - b);
-  return times[Math.floor(RUNS / 2)]!;
-}
 
 // The WAL-like input: a real segment, repeated (or cut) to exactly 16 MiB.
 const segment = await throughLzop(['-dc'], readFileSync(FIXTURE));
@@ -66,10 +35,10 @@ if (!(await throughWalrus(codec.decompress(), lzopCompressed)).equals(input)) th
 
 const mb = SEGMENT_SIZE / 1e6;
 const rows: Array<[string, number]> = [
-  ['walrus compress', await medianSeconds(() => throughWalrus(codec.compress(), input))],
-  ['lzop -c (pipe)', await medianSeconds(() => throughLzop(['-c'], input))],
-  ['walrus decompress', await medianSeconds(() => throughWalrus(codec.decompress(), walrusCompressed))],
-  ['lzop -d (pipe)', await medianSeconds(() => throughLzop(['-dc'], lzopCompressed))],
+  ['walrus compress', await medianSeconds(() => throughWalrus(codec.compress(), input), RUNS)],
+  ['lzop -c (pipe)', await medianSeconds(() => throughLzop(['-c'], input), RUNS)],
+  ['walrus decompress', await medianSeconds(() => throughWalrus(codec.decompress(), walrusCompressed), RUNS)],
+  ['lzop -d (pipe)', await medianSeconds(() => throughLzop(['-dc'], lzopCompressed), RUNS)],
 ];
 
 console.log(`input: 16 MiB WAL segment (${FIXTURE.split('/').pop()} decompressed), median of ${RUNS} runs, MB = 10^6 bytes of uncompressed data`);
