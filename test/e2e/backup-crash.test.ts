@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { createCluster, destroyAllClusters, chownToPostgres, type PgCluster } from '../helpers/pg-cluster.js';
 import { startS3Server, S3RVER_CREDENTIALS, type S3TestServer } from '../helpers/s3-server.js';
 import { startFaultProxy, type FaultProxy } from '../helpers/fault-proxy.js';
-import { runWalrus, writeFleetConfig, WALRUS_BIN, REPO_ROOT, type WalrusResult } from '../helpers/walrus-cli.js';
+import { runWalrus, walrusArchiveCommand, writeFleetConfig, WALRUS_BIN, REPO_ROOT, type WalrusResult } from '../helpers/walrus-cli.js';
 import { manifest as s3Manifest } from '../../plugins/s3/index.js';
 import { silentLogger } from '../../core/log.js';
 import type { Storage } from '../../core/types.js';
@@ -118,7 +118,7 @@ before(async () => {
   slowConfig = await config('slow.yaml', proxy.endpoint);
   await c.writeConf({
     archive_mode: 'on',
-    archive_command: `env NODE_OPTIONS= ${process.execPath} ${WALRUS_BIN} --config ${healthyConfig} --server db wal-push %p`,
+    archive_command: walrusArchiveCommand(healthyConfig, 'db'),
     wal_level: 'replica',
   });
   await c.start();

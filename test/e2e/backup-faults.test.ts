@@ -24,7 +24,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { createCluster, destroyAllClusters, chownToPostgres, type PgCluster } from '../helpers/pg-cluster.js';
 import { startS3Server, S3RVER_CREDENTIALS, type S3TestServer } from '../helpers/s3-server.js';
 import { FAULT_KINDS, startFaultProxy, type FaultKind, type FaultProxy } from '../helpers/fault-proxy.js';
-import { runWalrus, writeFleetConfig, WALRUS_BIN, REPO_ROOT, type WalrusResult } from '../helpers/walrus-cli.js';
+import { runWalrus, walrusArchiveCommand, writeFleetConfig, WALRUS_BIN, REPO_ROOT, type WalrusResult } from '../helpers/walrus-cli.js';
 import { manifest as s3Manifest } from '../../plugins/s3/index.js';
 import { silentLogger } from '../../core/log.js';
 import type { Storage } from '../../core/types.js';
@@ -172,7 +172,7 @@ before(async () => {
   healthyConfig = await configThrough(null);
   await c.writeConf({
     archive_mode: 'on',
-    archive_command: `env NODE_OPTIONS= ${process.execPath} ${WALRUS_BIN} --config ${healthyConfig} --server db wal-push %p`,
+    archive_command: walrusArchiveCommand(healthyConfig, 'db'),
     wal_level: 'replica',
   });
   await c.start();

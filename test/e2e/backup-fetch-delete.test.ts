@@ -12,7 +12,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCluster, createMarkerTable, destroyAllClusters, insertMarkers, markerSummary, chownToPostgres, type PgCluster } from '../helpers/pg-cluster.js';
-import { runWalrus, writeFleetConfig, WALRUS_BIN, type WalrusResult } from '../helpers/walrus-cli.js';
+import { runWalrus, walrusArchiveCommand, writeFleetConfig, WALRUS_BIN, type WalrusResult } from '../helpers/walrus-cli.js';
 import { segmentNumber, segmentOfWalFile } from '../../core/layout.js';
 import { sealSentinel, type BackupSentinel } from '../../core/backup-sentinel.js';
 import { flipByte } from '../helpers/archiving-cluster.js';
@@ -80,7 +80,7 @@ before(async () => {
     servers: { [SERVER]: { dataDirectory: c.dataDirectory, prefix: PREFIX, connection: c.connection } },
   });
   await chownToPostgres(config);
-  await c.writeConf({ archive_mode: 'on', archive_command: `env NODE_OPTIONS= ${process.execPath} ${WALRUS_BIN} --config ${config} --server ${SERVER} wal-push %p`, wal_level: 'replica' });
+  await c.writeConf({ archive_mode: 'on', archive_command: walrusArchiveCommand(config, SERVER), wal_level: 'replica' });
   await c.start();
   await createMarkerTable(c);
 });

@@ -9,7 +9,7 @@
 import { mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCluster, chownToPostgres, type PgCluster } from './pg-cluster.js';
-import { runWalrus, writeFleetConfig, WALRUS_BIN, type WalrusResult } from './walrus-cli.js';
+import { runWalrus, walrusArchiveCommand, writeFleetConfig, type WalrusResult } from './walrus-cli.js';
 
 export interface ArchivingClusterOptions {
   /** Server name in the fleet config (default `db`). */
@@ -55,7 +55,7 @@ export async function createArchivingCluster(options: ArchivingClusterOptions = 
   await chownToPostgres(config);
   await cluster.writeConf({
     archive_mode: 'on',
-    archive_command: `env NODE_OPTIONS= ${process.execPath} ${WALRUS_BIN} --config ${config} --server ${server} wal-push %p`,
+    archive_command: walrusArchiveCommand(config, server),
     wal_level: 'replica',
     ...options.settings,
   });

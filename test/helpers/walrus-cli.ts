@@ -126,6 +126,11 @@ export function simpleFleet(f: SimpleFleet): object {
   };
 }
 
+/** archive_command through this checkout's bin/walrus (NODE_OPTIONS cleared: a test runner's tsx loader must not leak into it). */
+export function walrusArchiveCommand(config: string, server: string): string {
+  return `env NODE_OPTIONS= ${process.execPath} ${WALRUS_BIN} --config ${config} --server ${server} wal-push %p`;
+}
+
 /** A stack frame line (`    at fn (file:1:2)`): the CLI prints these only with --debug. */
 export function hasStackTrace(text: string): boolean {
   return /^\s+at .+(:\d+:\d+\)?|\(native\))$/m.test(text);
