@@ -47,7 +47,7 @@ export function codecNameOfKey(rt: CodecRuntime & Pick<ServerRuntime, 'server'>,
  * (and bare, for compression none), for archives written with another compression before.
  */
 export function walKeyCandidates(rt: Pick<ServerRuntime, 'layout'> & CodecRuntime, fileName: string): string[] {
-  const bare = rt.layout.walKey(fileName).slice(0, rt.layout.walKey(fileName).length - rt.layout.suffix.length);
+  const bare = rt.layout.walFolder() + fileName;
   const suffixes = [rt.layout.suffix, ...Object.keys(BUILT_IN_CODEC_OF_SUFFIX), ''];
   return [...new Set(suffixes)].map((s) => bare + s);
 }
