@@ -197,6 +197,37 @@ describe('extractPartition', () => {
     assert.ok(!existsSync('/etc/walrus-evil'));
   });
 
+  it('writes a file larger than the early-writeback interval byte for byte, between small files, and a repeated name once', async () => {
+    // 40 MiB: over the 1 MiB small-file bound (written through libuv's pool) and the 32 MiB at
+    // which a flush of the part written so far is started while the rest is still written
+    const big = Buffer.alloc(40 * 1024 * 1024);
+    for (let i = 0; i < big.length; i += 4096) randomBytes(64).copy(big, i);
+    const first = randomBytes(3000);
+    const again = randomBytes(700);
+    const archive = await buildTar([
+      { header: { name: 'base/1/1', type: 'file' }, body: first },
+      { header: { name: 'base/1/16384', type: 'file' }, body: big },
+      { header: { name: 'base/1/2', type: 'file' }, body: Buffer.alloc(0) },
+      { header: { name: 'base/1/1', type: 'file' }, body: again }, // a later member of the same name wins, as with tar
+    ]);
+    const target = path.join(tmp, 'large-file');
+    await mkdir(target);
+    const result = await extractPartition(streamOf(archive, 256 * 1024), target);
+    assert.deepEqual(result, { files: 4, bytes: first.length + big.length + again.length });
+    assert.equal(sha256(await readFile(path.join(target, 'base/1/16384'))), sha256(big));
+    assert.deepEqual(await readFile(path.join(target, 'base/1/1')), again);
+    assert.equal((await lstat(path.join(target, 'base/1/2'))).size, 0);
+    assert.equal((await lstat(path.join(target, 'base/1/16384'))).mode & 0o777, 0o600);
+  });
+
+  it('removes a large file cut after its early writeback started', async () => {
+    const archive = await buildTar([{ header: { name: 'base/1/16384', type: 'file' }, body: randomBytes(36 * 1024 * 1024) }]);
+    const target = path.join(tmp, 'large-file-cut');
+    await mkdir(target);
+    await assert.rejects(extractPartition(streamOf(archive.subarray(0, 34 * 1024 * 1024), 256 * 1024), target), isIntegrity(/truncated archive.*base\/1\/16384/));
+    assert.ok(!existsSync(path.join(target, 'base/1/16384')), 'no partial file left');
+  });
+
   it('propagates the source\'s own error and removes the file it was writing', async () => {
     const archive = await buildTar([{ header: { name: 'base/1/big', type: 'file' }, body: randomBytes(100_000) }]);
     const target = path.join(tmp, 'source-error');
