@@ -6,11 +6,11 @@
  *              [content checksum(4): xxHash-32 of the decoded content]
  *   skippable: magic 5X 2A 4D 18 | size(4, LE) | data
  *
- * Block coding and every checksum (header, block, content) are lz4_flex's (through lz4-napi), which
- * only ever sees one whole frame: this module finds frame boundaries itself, so memory is bounded by
- * one frame (refused above LZ4_MAX_STORED_FRAME stored or LZ4_MAX_DECODED_FRAME decoded bytes).
- * lz4-napi's frame calls run on libuv's thread pool; up to LZ4_FRAMES_IN_FLIGHT frames are coded at
- * once, so both cores work while the main thread reads, encrypts and uploads.
+ * Compression: lz4_flex (through lz4-napi) codes each frame whole, on libuv's thread pool, up to
+ * LZ4_FRAMES_IN_FLIGHT frames at once, so both cores work while the main thread reads, encrypts and
+ * uploads. Decompression is this module's own, block by block (see lz4DecompressStream for why):
+ * it verifies the header, block and content checksums (xxHash-32) and holds one block of input
+ * and one of output whatever the frame's size.
  */
 import { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
@@ -31,15 +31,12 @@ const isSkippableMagic = (magic: number) => (magic & 0xfffffff0) === 0x184d2a50;
 
 /** Input bytes per frame walrus writes: one 4 MiB-block frame each, so a damaged frame loses at most this much. */
 export const LZ4_INPUT_PER_FRAME = 1024 * 1024;
-/** Frames larger than this as stored are refused: a frame is decoded whole. */
-export const LZ4_MAX_STORED_FRAME = 64 * 1024 * 1024;
-/** Frames that may decode to more than this (blocks × block maximum, or content size) are refused. */
-export const LZ4_MAX_DECODED_FRAME = 128 * 1024 * 1024;
-/** Frames being compressed or decompressed at once on the thread pool (the machine has 2 cores). */
+/** Frames being compressed at once on the thread pool (the machine has 2 cores). */
 export const LZ4_FRAMES_IN_FLIGHT = 2;
 
 const FLG_VERSION_MASK = 0xc0;
 const FLG_VERSION_01 = 0x40;
+const FLG_BLOCK_INDEPENDENCE = 0x20;
 const FLG_BLOCK_CHECKSUM = 0x10;
 const FLG_CONTENT_SIZE = 0x08;
 const FLG_CONTENT_CHECKSUM = 0x04;
@@ -106,30 +103,222 @@ export function lz4CompressStream(framesInFlight = LZ4_FRAMES_IN_FLIGHT): Duplex
   });
 }
 
+// ---------------------------------------------------------------- checksums
+
+/** The Int32Array fast path below reads words in the machine's order; the format's are little-endian. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+const XXH_PRIME1 = 0x9e3779b1 | 0;
+const XXH_PRIME2 = 0x85ebca77 | 0;
+const XXH_PRIME3 = 0xc2b2ae3d | 0;
+const XXH_PRIME4 = 0x27d4eb2f | 0;
+const XXH_PRIME5 = 0x165667b1 | 0;
+const rotl32 = (x: number, r: number) => (x << r) | (x >>> (32 - r));
+const int32le = (b: Uint8Array, i: number) => b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
+
+/**
+ * xxHash-32, the LZ4 frame format's checksum (header, block and content), fed in pieces. Decoding
+ * checks every byte of every restored partition with it: 4-byte-aligned input (the decoder's own
+ * output buffer) is read as an Int32Array, about 2.5× the byte-by-byte loop.
+ */
+export class Xxh32 {
+  private v1 = 0;
+  private v2 = 0;
+  private v3 = 0;
+  private v4 = 0;
+  private total = 0;
+  /** Input not yet folded in: less than one 16-byte stripe. */
+  private readonly tail = new Uint8Array(16);
+  private tailLength = 0;
+
+  constructor(private readonly seed = 0) {
+    this.reset();
+  }
+
+  reset(): void {
+    const seed = this.seed | 0;
+    this.v1 = (seed + XXH_PRIME1 + XXH_PRIME2) | 0;
+    this.v2 = (seed + XXH_PRIME2) | 0;
+    this.v3 = seed;
+    this.v4 = (seed - XXH_PRIME1) | 0;
+    this.total = 0;
+    this.tailLength = 0;
+  }
+
+  update(data: Uint8Array, start = 0, end = data.length): this {
+    this.total += end - start;
+    let i = start;
+    if (this.tailLength > 0) {
+      const n = Math.min(16 - this.tailLength, end - i);
+      this.tail.set(data.subarray(i, i + n), this.tailLength);
+      this.tailLength += n;
+      i += n;
+      if (this.tailLength < 16) return this;
+      this.stripes(this.tail, 0, 16);
+      this.tailLength = 0;
+    }
+    const whole = i + ((end - i) & ~15);
+    this.stripes(data, i, whole);
+    if (whole < end) {
+      this.tail.set(data.subarray(whole, end), 0);
+      this.tailLength = end - whole;
+    }
+    return this;
+  }
+
+  private stripes(b: Uint8Array, i: number, end: number): void {
+    let v1 = this.v1;
+    let v2 = this.v2;
+    let v3 = this.v3;
+    let v4 = this.v4;
+    if (LITTLE_ENDIAN && ((b.byteOffset + i) & 3) === 0 && end > i) {
+      const w = new Int32Array(b.buffer, b.byteOffset + i, (end - i) >>> 2);
+      for (let k = 0; k < w.length; k += 4) {
+        v1 = Math.imul(rotl32((v1 + Math.imul(w[k]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+        v2 = Math.imul(rotl32((v2 + Math.imul(w[k + 1]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+        v3 = Math.imul(rotl32((v3 + Math.imul(w[k + 2]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+        v4 = Math.imul(rotl32((v4 + Math.imul(w[k + 3]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+      }
+      i = end;
+    }
+    for (; i < end; i += 16) {
+      v1 = Math.imul(rotl32((v1 + Math.imul(int32le(b, i), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+      v2 = Math.imul(rotl32((v2 + Math.imul(int32le(b, i + 4), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+      v3 = Math.imul(rotl32((v3 + Math.imul(int32le(b, i + 8), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+      v4 = Math.imul(rotl32((v4 + Math.imul(int32le(b, i + 12), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+    }
+    this.v1 = v1;
+    this.v2 = v2;
+    this.v3 = v3;
+    this.v4 = v4;
+  }
+
+  /** The hash of everything given so far (unsigned); the state is left as it is. */
+  digest(): number {
+    let h =
+      this.total >= 16
+        ? (rotl32(this.v1, 1) + rotl32(this.v2, 7) + rotl32(this.v3, 12) + rotl32(this.v4, 18)) | 0
+        : (this.seed + XXH_PRIME5) | 0;
+    h = (h + this.total) | 0;
+    const b = this.tail;
+    let i = 0;
+    for (; i + 4 <= this.tailLength; i += 4) h = Math.imul(rotl32((h + Math.imul(int32le(b, i), XXH_PRIME3)) | 0, 17), XXH_PRIME4);
+    for (; i < this.tailLength; i++) h = Math.imul(rotl32((h + Math.imul(b[i]!, XXH_PRIME5)) | 0, 11), XXH_PRIME1);
+    h ^= h >>> 15;
+    h = Math.imul(h, XXH_PRIME2);
+    h ^= h >>> 13;
+    h = Math.imul(h, XXH_PRIME3);
+    h ^= h >>> 16;
+    return h >>> 0;
+  }
+}
+
+export const xxh32 = (data: Uint8Array, seed = 0): number => new Xxh32(seed).update(data).digest();
+
+// ---------------------------------------------------------------- block decoding
+
+/**
+ * Decodes the LZ4 block `src` into `dst` from `op` on; matches may reach back to dst[0] (the
+ * previous blocks' last 64 KiB, for linked blocks). Returns the end of the decoded data, or -1
+ * when the block is malformed: it reads past its end, writes past `dst`'s, or a match points
+ * before dst[0]. Nothing is read or written out of bounds whatever `src` holds.
+ */
+export function decodeLz4Block(src: Uint8Array, dst: Uint8Array, op: number): number {
+  const srcEnd = src.length;
+  const dstEnd = dst.length;
+  let ip = 0;
+  for (;;) {
+    if (ip >= srcEnd) return -1;
+    const token = src[ip++]!;
+    let literals = token >>> 4;
+    if (literals === 15) {
+      let b: number;
+      do {
+        if (ip >= srcEnd) return -1;
+        b = src[ip++]!;
+        literals += b;
+      } while (b === 255);
+    }
+    if (literals > srcEnd - ip || literals > dstEnd - op) return -1;
+    if (literals < 16) {
+      for (let k = 0; k < literals; k++) dst[op + k] = src[ip + k]!;
+    } else {
+      dst.set(src.subarray(ip, ip + literals), op);
+    }
+    ip += literals;
+    op += literals;
+    if (ip === srcEnd) return op; // the last sequence has literals only
+    if (srcEnd - ip < 2) return -1;
+    const offset = src[ip]! | (src[ip + 1]! << 8);
+    ip += 2;
+    if (offset === 0 || offset > op) return -1;
+    let length = (token & 15) + 4;
+    if (length === 19) {
+      let b: number;
+      do {
+        if (ip >= srcEnd) return -1;
+        b = src[ip++]!;
+        length += b;
+      } while (b === 255);
+    }
+    if (length > dstEnd - op) return -1;
+    const from = op - offset;
+    if (length <= 32) {
+      // short matches are most of them; a byte loop also gets overlapping ones (offset < length) right
+      for (let k = 0; k < length; k++) dst[op + k] = dst[from + k]!;
+      op += length;
+    } else {
+      // long ones by copyWithin; an overlapping one repeats a period of `offset` bytes, so each
+      // copy may take all that is already written since `from` (a multiple of the period)
+      const end = op + length;
+      while (op < end) {
+        const n = Math.min(op - from, end - op);
+        dst.copyWithin(op, from, from + n);
+        op += n;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- decompress
 
 type ParseState =
   | { at: 'magic' }
   | { at: 'descriptor' }
   | { at: 'block-size' }
-  | { at: 'block-data'; length: number }
+  | { at: 'block-data'; stored: number; uncompressed: boolean }
   | { at: 'content-checksum' }
   | { at: 'skippable-size' }
   | { at: 'skippable-data'; remaining: number };
 
 const blockMaxSize = (bd: number) => 1 << (8 + 2 * ((bd >> 4) & 7));
+/** How far back a match in a linked block may reach into the previous blocks. */
+const LINKED_HISTORY = 64 * 1024;
 
-/** Cuts the input into whole frames; decoding is left to lz4_flex. Throws INTEGRITY on bad structure. */
-export class Lz4FrameSplitter {
+/**
+ * Decodes an LZ4 frame stream block by block: push() input as it comes, next() gives each block's
+ * content once its stored bytes are all there. It holds at most one block of input (a block
+ * larger than its frame's block maximum is refused before it is waited for) and one block-sized
+ * output buffer, reused across blocks (64 KiB more for linked blocks), whatever the frames' sizes.
+ * Every checksum the frame carries is verified: header, block (if present) and content (if
+ * present: the content of a frame is handed out before its checksum is read, so a consumer
+ * must treat the stream as failed, not the blocks as good, when it ends with an INTEGRITY
+ * error). Throws INTEGRITY on anything malformed.
+ */
+export class Lz4FrameDecoder {
   private readonly input = new ByteQueue();
   private state: ParseState = { at: 'magic' };
-  /** The current frame's bytes so far. */
-  private frame: Buffer[] = [];
-  private frameBytes = 0;
-  private frameStart = 0;
   private flags = 0;
   private blockMax = 0;
+  private linked = false;
   private blocks = 0;
+  /** The content size the frame header declares, or -1. */
+  private declaredSize = -1;
+  private decodedSize = 0;
+  private readonly contentHash = new Xxh32();
+  /** Where blocks are decoded: the previous blocks' last 64 KiB (linked blocks) then the block. */
+  private window: Buffer | null = null;
+  private history = 0;
   /** Input offset of the next byte to parse, for messages. */
   private offset = 0;
   /** Frames and skippable frames completed. */
@@ -143,21 +332,12 @@ export class Lz4FrameSplitter {
     throw integrityError(`LZ4 stream is corrupt: ${what}`, { hint: CORRUPT_HINT });
   }
 
-  private keep(n: number): void {
-    for (const part of this.input.takeParts(n)) this.frame.push(part);
-    this.frameBytes += n;
+  private take(n: number): Buffer {
     this.offset += n;
-    if (this.frameBytes > LZ4_MAX_STORED_FRAME) {
-      this.corrupt(`the frame at byte ${this.frameStart} is larger than ${LZ4_MAX_STORED_FRAME} bytes, which walrus does not decode (it writes 1 MiB frames)`);
-    }
+    return this.input.take(n);
   }
 
-  private skip(n: number): void {
-    this.input.takeParts(n);
-    this.offset += n;
-  }
-
-  /** The next complete frame, or null when more input is needed. */
+  /** The next block's content, or null when more input is needed. */
   next(): Buffer | null {
     for (;;) {
       const state = this.state;
@@ -165,12 +345,11 @@ export class Lz4FrameSplitter {
         case 'magic': {
           if (this.input.length < 4) return null;
           const magic = this.input.peekUInt32LE(0);
-          this.frameStart = this.offset;
           if (magic === FRAME_MAGIC) {
-            this.keep(4);
+            this.take(4);
             this.state = { at: 'descriptor' };
           } else if (isSkippableMagic(magic)) {
-            this.skip(4);
+            this.take(4);
             this.state = { at: 'skippable-size' };
           } else if (magic === LEGACY_MAGIC) {
             this.corrupt(`legacy LZ4 format (lz4 -l) at byte ${this.offset}, which walrus does not read`);
@@ -200,67 +379,73 @@ export class Lz4FrameSplitter {
           }
           const length = 2 + (flg & FLG_CONTENT_SIZE ? 8 : 0) + 1;
           if (this.input.length < length) return null;
-          if (flg & FLG_CONTENT_SIZE) {
-            const size = this.input.peekUInt32LE(2) + this.input.peekUInt32LE(6) * 2 ** 32;
-            if (size > LZ4_MAX_DECODED_FRAME) this.corrupt(`frame ${n} claims ${size} bytes of content, more than walrus decodes at once (${LZ4_MAX_DECODED_FRAME})`);
-          }
+          const descriptor = this.take(length);
+          const expected = (xxh32(descriptor.subarray(0, length - 1)) >>> 8) & 0xff;
+          if (descriptor[length - 1] !== expected) this.corrupt(`frame ${n} does not decode (header checksum mismatch)`);
+          // Only compared with what the blocks decode to: nothing is allocated for it.
+          this.declaredSize = flg & FLG_CONTENT_SIZE ? descriptor.readUInt32LE(2) + descriptor.readUInt32LE(6) * 2 ** 32 : -1;
           this.flags = flg;
           this.blockMax = blockMaxSize(bd);
+          this.linked = !(flg & FLG_BLOCK_INDEPENDENCE);
           this.blocks = 0;
-          this.keep(length); // the header checksum byte is verified by lz4_flex
+          this.decodedSize = 0;
+          this.history = 0;
+          this.contentHash.reset();
           this.state = { at: 'block-size' };
           break;
         }
         case 'block-size': {
           if (this.input.length < 4) return null;
           const word = this.input.peekUInt32LE(0);
-          this.keep(4);
+          this.take(4);
           if (word === 0) {
             this.state = { at: 'content-checksum' };
             break;
           }
-          const length = (word & ~BLOCK_UNCOMPRESSED) >>> 0;
+          const stored = (word & ~BLOCK_UNCOMPRESSED) >>> 0;
           this.blocks++;
-          const n = this.frames + 1;
-          if (length > this.blockMax) this.corrupt(`block ${this.blocks} of frame ${n} claims ${length} bytes, more than the frame's block maximum ${this.blockMax}`);
-          if (this.blocks * this.blockMax > LZ4_MAX_DECODED_FRAME) {
-            this.corrupt(`frame ${n} may decode to more than ${LZ4_MAX_DECODED_FRAME} bytes (${this.blocks} blocks of up to ${this.blockMax}), more than walrus decodes at once`);
+          if (stored > this.blockMax) {
+            this.corrupt(`block ${this.blocks} of frame ${this.frames + 1} claims ${stored} bytes, more than the frame's block maximum ${this.blockMax}`);
           }
-          this.state = { at: 'block-data', length: length + (this.flags & FLG_BLOCK_CHECKSUM ? 4 : 0) };
+          this.state = { at: 'block-data', stored, uncompressed: (word & BLOCK_UNCOMPRESSED) !== 0 };
           break;
         }
         case 'block-data': {
-          // Keep what has arrived; the stored frame size is bounded in keep().
-          const part = Math.min(state.length, this.input.length);
-          if (part > 0) this.keep(part);
-          if (part < state.length) {
-            this.state = { at: 'block-data', length: state.length - part };
-            return null;
+          const checksum = this.flags & FLG_BLOCK_CHECKSUM ? 4 : 0;
+          if (this.input.length < state.stored + checksum) return null;
+          const data = this.take(state.stored);
+          if (checksum && xxh32(data) !== this.take(4).readUInt32LE(0)) {
+            this.corrupt(`frame ${this.frames + 1} does not decode (block ${this.blocks} checksum mismatch)`);
           }
           this.state = { at: 'block-size' };
+          const content = this.decodeBlock(data, state.uncompressed);
+          if (content.length > 0) return content;
           break;
         }
         case 'content-checksum': {
-          const length = this.flags & FLG_CONTENT_CHECKSUM ? 4 : 0;
-          if (this.input.length < length) return null;
-          this.keep(length);
-          const frame = Buffer.concat(this.frame, this.frameBytes);
-          this.frame = [];
-          this.frameBytes = 0;
+          const n = this.frames + 1;
+          if (this.flags & FLG_CONTENT_CHECKSUM) {
+            if (this.input.length < 4) return null;
+            if (this.take(4).readUInt32LE(0) !== this.contentHash.digest()) this.corrupt(`frame ${n} does not decode (content checksum mismatch)`);
+          }
+          if (this.declaredSize >= 0 && this.decodedSize !== this.declaredSize) {
+            this.corrupt(`frame ${n} decodes to ${this.decodedSize} bytes but its header declares ${this.declaredSize}`);
+          }
           this.frames++;
           this.state = { at: 'magic' };
-          return frame;
+          break;
         }
         case 'skippable-size': {
           if (this.input.length < 4) return null;
           const size = this.input.peekUInt32LE(0);
-          this.skip(4);
+          this.take(4);
           this.state = { at: 'skippable-data', remaining: size };
           break;
         }
         case 'skippable-data': {
           const part = Math.min(state.remaining, this.input.length);
-          this.skip(part);
+          this.input.takeParts(part);
+          this.offset += part;
           if (part < state.remaining) {
             this.state = { at: 'skippable-data', remaining: state.remaining - part };
             return null;
@@ -273,8 +458,54 @@ export class Lz4FrameSplitter {
     }
   }
 
+  /**
+   * One block's content in a Buffer of its own (the window is reused, so what is handed out is
+   * a copy of exactly the decoded bytes). An independent stored block is its input bytes as they are.
+   */
+  private decodeBlock(data: Buffer, uncompressed: boolean): Buffer {
+    if (uncompressed && !this.linked) {
+      this.addContent(data, 0, data.length);
+      return data;
+    }
+    const needed = (this.linked ? LINKED_HISTORY : 0) + this.blockMax;
+    // Allocated once per stream (or when a frame needs more); only the pages written count in RSS.
+    if (!this.window || this.window.length < needed) this.window = Buffer.allocUnsafeSlow(needed);
+    const window = this.window;
+    const start = this.history;
+    let end: number;
+    if (uncompressed) {
+      window.set(data, start); // a later linked block may refer to it
+      end = start + data.length;
+    } else {
+      end = decodeLz4Block(data, window.subarray(0, start + this.blockMax), start);
+      if (end < 0) this.corrupt(`frame ${this.frames + 1} does not decode (block ${this.blocks} is malformed)`);
+    }
+    const content = uncompressed ? data : Buffer.from(window.subarray(start, end));
+    // hashed in the window, where it is 4-byte aligned, before the history moves over it
+    this.addContent(window, start, end);
+    if (this.linked) {
+      if (end > LINKED_HISTORY) {
+        window.copyWithin(0, end - LINKED_HISTORY, end);
+        this.history = LINKED_HISTORY;
+      } else {
+        this.history = end;
+      }
+    }
+    return content;
+  }
+
+  /** Counts decoded bytes against the declared content size and into the content checksum. */
+  private addContent(data: Uint8Array, start: number, end: number): void {
+    this.decodedSize += end - start;
+    if (this.declaredSize >= 0 && this.decodedSize > this.declaredSize) {
+      this.corrupt(`frame ${this.frames + 1} decodes to more than the ${this.declaredSize} bytes its header declares`);
+    }
+    if (this.flags & FLG_CONTENT_CHECKSUM) this.contentHash.update(data, start, end);
+  }
+
   /** At end of input: throws unless the input ended on a frame boundary after at least one frame. */
   finish(): void {
+    this.window = null;
     if (this.state.at === 'magic' && this.input.length === 0) {
       if (this.frames === 0) throw integrityError('LZ4 stream is empty: no frame at all', { hint: CORRUPT_HINT });
       return;
@@ -284,38 +515,22 @@ export class Lz4FrameSplitter {
   }
 }
 
-/** Decodes one whole frame; lz4_flex checks the header, block and content checksums. */
-async function decodeFrame(frame: Buffer, n: number): Promise<Buffer> {
-  try {
-    // Synchronous: decoding on the thread pool (decompressFrame) held ~100 MB more RSS per
-    // stream (backup-fetch with two partition workers peaked at 355-390 MB against ~245 MB);
-    // backup-fetch already decodes in worker threads, so the pool bought no parallelism there.
-    return lz4Binding().decompressFrameSync(frame);
-  } catch (error) {
-    const reason = String((error as Error).message ?? error).split('\n')[0];
-    throw integrityError(`LZ4 stream is corrupt: frame ${n} does not decode (${reason})`, { hint: CORRUPT_HINT });
-  }
-}
-
-export function lz4DecompressStream(framesInFlight = LZ4_FRAMES_IN_FLIGHT): Duplex {
+/**
+ * Decodes in JavaScript, synchronously, block by block: lz4-napi's decoder (lz4_flex) only takes
+ * whole frames and hands each back in a new buffer from its own allocator (mimalloc), which V8
+ * frees only when it collects the Buffer; with two partition workers that held ~20 MiB more RSS
+ * per worker than lzo. Here each block is decoded into one reused buffer and copied out exactly
+ * sized, in memory V8 accounts for. The argument is ignored (nothing is decoded off the thread);
+ * it stays while bench/codecs.ts passes it.
+ */
+export function lz4DecompressStream(_framesInFlight?: number): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
-    const splitter = new Lz4FrameSplitter();
-    const work = new OrderedWork(framesInFlight);
+    const decoder = new Lz4FrameDecoder();
     for await (const chunk of source) {
-      splitter.push(chunk);
-      for (let frame = splitter.next(); frame !== null; frame = splitter.next()) {
-        work.add(decodeFrame(frame, splitter.frames));
-        if (work.full) {
-          const data = await work.next();
-          if (data.length) yield data;
-        }
-      }
+      decoder.push(chunk);
+      for (let content = decoder.next(); content !== null; content = decoder.next()) yield content;
     }
-    while (!work.empty) {
-      const data = await work.next();
-      if (data.length) yield data;
-    }
-    splitter.finish();
+    decoder.finish();
   });
 }
 

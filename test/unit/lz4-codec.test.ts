@@ -11,7 +11,8 @@ import { assertIntegrity, fixtureGpgCipher, objectRoundTrips, runStream, runTool
 import { createCodec } from '../../core/registry.js';
 import type { Codec } from '../../core/types.js';
 import { manifest } from '../../plugins/lz4/index.js';
-import { LZ4_FRAME_MAGIC, LZ4_MAX_DECODED_FRAME, LZ4_MAX_STORED_FRAME, Lz4FrameSplitter } from '../../plugins/lz4/lz4-frame.js';
+import { Readable } from 'node:stream';
+import { LZ4_FRAME_MAGIC, Lz4FrameDecoder, xxh32 } from '../../plugins/lz4/lz4-frame.js';
 
 const context = { log: silentLogger, configDirectory: '/tmp', instanceName: 'lz4' };
 const codec = (await manifest.create({}, context)) as Codec;
@@ -25,20 +26,21 @@ const walrusCompress = (input: Buffer) => run(codec.compress(), input);
 const walrusDecompress = (input: Buffer | Iterable<Buffer> | AsyncIterable<Buffer>, chunkSize?: number) => run(codec.decompress(), input, chunkSize);
 
 
-/** Whole frames in an LZ4 stream, as walrus's splitter counts them. */
+/** Whole frames in an LZ4 stream, as walrus's decoder counts them. */
 function countFrames(stored: Buffer): number {
-  const splitter = new Lz4FrameSplitter();
-  splitter.push(stored);
-  while (splitter.next() !== null);
-  splitter.finish();
-  return splitter.frames;
+  const decoder = new Lz4FrameDecoder();
+  decoder.push(stored);
+  while (decoder.next() !== null);
+  decoder.finish();
+  return decoder.frames;
 }
 
-/** A frame header by hand: FLG (version 1 + flags), BD, optional content size; HC is not checked before a frame is whole. */
+/** A frame header by hand: FLG (version 1 + flags), BD, optional content size, and its header checksum. */
 function frameHeader(flg: number, bd = 0x70, contentSize?: bigint): Buffer {
   const size = contentSize === undefined ? Buffer.alloc(0) : Buffer.alloc(8);
   if (contentSize !== undefined) size.writeBigUInt64LE(contentSize);
-  return Buffer.concat([LZ4_FRAME_MAGIC, Buffer.from([0x40 | flg, bd]), size, Buffer.from([0])]);
+  const descriptor = Buffer.concat([Buffer.from([0x40 | flg, bd]), size]);
+  return Buffer.concat([LZ4_FRAME_MAGIC, descriptor, Buffer.from([(xxh32(descriptor) >>> 8) & 0xff])]);
 }
 
 const uint32le = (n: number) => {
@@ -144,28 +146,53 @@ describe('lz4 codec', () => {
   });
 
   test('hostile headers are refused before anything large is allocated', async () => {
-    // a block claiming ~2 GiB in a 4 MiB-block frame
+    // a block claiming ~2 GiB in a 4 MiB-block frame: refused before its bytes are waited for
     await assertIntegrity(walrusDecompress(Buffer.concat([frameHeader(0x24), uint32le(0x7ffffff0), Buffer.alloc(100)])), /claims \d+ bytes, more than the frame's block maximum/);
-    // a content size of 2^60
-    await assertIntegrity(walrusDecompress(Buffer.concat([frameHeader(0x2c, 0x70, 2n ** 60n), uint32le(1)])), /claims \d+ bytes of content/);
-    // tiny blocks that may each decode to 4 MiB: refused once they could exceed the decoded bound
-    const tinyBlock = Buffer.concat([uint32le(1), Buffer.from([0x10])]);
-    const manyBlocks = Buffer.concat([frameHeader(0x24), ...Array.from({ length: LZ4_MAX_DECODED_FRAME / (4 << 20) + 1 }, () => tinyBlock)]);
-    await assertIntegrity(walrusDecompress(manyBlocks), /may decode to more than/);
+    // a content size of 2^60 is only compared with what the blocks decode to
+    const stored = Buffer.concat([uint32le(0x80000005), Buffer.from('hello'), uint32le(0)]);
+    const checksum = uint32le(xxh32(Buffer.from('hello')));
+    await assertIntegrity(walrusDecompress(Buffer.concat([frameHeader(0x6c, 0x70, 2n ** 60n), stored, checksum])), /decodes to 5 bytes but its header declares/);
+    assert.equal((await walrusDecompress(Buffer.concat([frameHeader(0x6c, 0x70, 5n), stored, checksum]))).toString(), 'hello', 'the same frame with its true size');
+    await assertIntegrity(walrusDecompress(Buffer.concat([frameHeader(0x6c, 0x70, 3n), stored, checksum])), /more than the 3 bytes its header declares/);
   });
 
-  test('an endless frame is refused after the stored-frame bound, not buffered', async () => {
-    const block = Buffer.concat([uint32le((4 << 20) | 0x80000000), Buffer.alloc(4 << 20)]); // 4 MiB stored as is
+  test('a damaged frame header is caught by its header checksum', async () => {
+    const stored = await walrusCompress(Buffer.from('hello'));
+    const damaged = Buffer.from(stored);
+    damaged[6] ^= 0x01; // HC
+    await assertIntegrity(walrusDecompress(damaged), /header checksum/);
+  });
+
+  test('block checksums (lz4 -BX) are verified', async () => {
+    const input = walSegment.subarray(0, 300000);
+    const stored = await lz4Cli(['-c', '--content-size', '-BX', '-B4'], input); // -BX: block checksums on
+    assert.ok(stored[4]! & 0x10, 'the frame sets the block checksum flag');
+    assert.ok((await walrusDecompress(stored)).equals(input));
+    const damaged = Buffer.from(stored);
+    damaged[stored.length - 12] ^= 0x01; // inside the last block's checksum
+    await assertIntegrity(walrusDecompress(damaged), /block \d+ checksum mismatch/);
+  });
+
+  test('a frame is decoded block by block: the first output comes after one block of input, not the whole frame', async () => {
+    const data = walSegment.subarray(0, 1 << 16);
+    const stored = await lz4Cli(['-c', '-B4', '--no-frame-crc', '-BX'], data); // one 64 KiB block, block checksum only
+    const blockBytes = stored.subarray(7, stored.length - 4); // between the header and the end mark
+    const header = stored.subarray(0, 7);
     let pulled = 0;
     async function* endless() {
-      yield frameHeader(0x24, 0x70);
-      for (let i = 0; i < 200; i++) {
-        pulled += block.length;
-        yield block;
+      yield header;
+      for (let i = 0; i < 100000; i++) {
+        pulled += blockBytes.length;
+        yield blockBytes; // a 6 GiB frame of 64 KiB blocks
       }
     }
-    await assertIntegrity(walrusDecompress(endless()), /larger than \d+ bytes/);
-    assert.ok(pulled <= LZ4_MAX_STORED_FRAME + 2 * block.length, `read ${pulled} bytes of an 800 MiB frame before refusing it`);
+    let received = 0;
+    for await (const chunk of Readable.from(endless()).pipe(codec.decompress())) {
+      assert.ok((chunk as Buffer).equals(data), 'each block decodes to the first 64 KiB of the segment');
+      received += (chunk as Buffer).length;
+      if (received >= 4 * data.length) break;
+    }
+    assert.ok(pulled <= 16 * blockBytes.length, `pulled ${pulled} bytes of input for ${received} bytes of output`);
   });
 
   test('recognizes() checks the LZ4 frame magic', () => {
