@@ -8,9 +8,9 @@
  *
  * Compression: lz4_flex (through lz4-napi) codes each frame whole, on libuv's thread pool, up to
  * LZ4_FRAMES_IN_FLIGHT frames at once, so both cores work while the main thread reads, encrypts and
- * uploads. Decompression is this module's own, block by block (see lz4DecompressStream for why):
- * it verifies the header, block and content checksums (xxHash-32) and holds one block of input
- * and one of output whatever the frame's size.
+ * uploads. Decompression goes block by block (see lz4DecompressStream for why): this module parses
+ * the frames and verifies the header, block and content checksums (xxHash-32, computed here);
+ * lz4_flex's block decoder (lz4-napi's uncompressSync) decodes each compressed block.
  */
 import { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
@@ -166,21 +166,35 @@ export class Xxh32 {
     return this;
   }
 
+  /** Folds in b[i, end), a whole number of stripes; the two loops are separate methods so that each has its own type feedback. */
   private stripes(b: Uint8Array, i: number, end: number): void {
+    if (end <= i) return;
+    if (LITTLE_ENDIAN && ((b.byteOffset + i) & 3) === 0) this.wordStripes(new Int32Array(b.buffer, b.byteOffset + i, (end - i) >>> 2));
+    else this.byteStripes(b, i, end);
+  }
+
+  private wordStripes(w: Int32Array): void {
     let v1 = this.v1;
     let v2 = this.v2;
     let v3 = this.v3;
     let v4 = this.v4;
-    if (LITTLE_ENDIAN && ((b.byteOffset + i) & 3) === 0 && end > i) {
-      const w = new Int32Array(b.buffer, b.byteOffset + i, (end - i) >>> 2);
-      for (let k = 0; k < w.length; k += 4) {
-        v1 = Math.imul(rotl32((v1 + Math.imul(w[k]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-        v2 = Math.imul(rotl32((v2 + Math.imul(w[k + 1]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-        v3 = Math.imul(rotl32((v3 + Math.imul(w[k + 2]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-        v4 = Math.imul(rotl32((v4 + Math.imul(w[k + 3]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-      }
-      i = end;
+    for (let k = 0; k < w.length; k += 4) {
+      v1 = Math.imul(rotl32((v1 + Math.imul(w[k]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+      v2 = Math.imul(rotl32((v2 + Math.imul(w[k + 1]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+      v3 = Math.imul(rotl32((v3 + Math.imul(w[k + 2]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
+      v4 = Math.imul(rotl32((v4 + Math.imul(w[k + 3]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
     }
+    this.v1 = v1;
+    this.v2 = v2;
+    this.v3 = v3;
+    this.v4 = v4;
+  }
+
+  private byteStripes(b: Uint8Array, i: number, end: number): void {
+    let v1 = this.v1;
+    let v2 = this.v2;
+    let v3 = this.v3;
+    let v4 = this.v4;
     for (; i < end; i += 16) {
       v1 = Math.imul(rotl32((v1 + Math.imul(int32le(b, i), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
       v2 = Math.imul(rotl32((v2 + Math.imul(int32le(b, i + 4), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
@@ -215,70 +229,10 @@ export class Xxh32 {
 
 export const xxh32 = (data: Uint8Array, seed = 0): number => new Xxh32(seed).update(data).digest();
 
-// ---------------------------------------------------------------- block decoding
-
-/**
- * Decodes the LZ4 block `src` into `dst` from `op` on; matches may reach back to dst[0] (the
- * previous blocks' last 64 KiB, for linked blocks). Returns the end of the decoded data, or -1
- * when the block is malformed: it reads past its end, writes past `dst`'s, or a match points
- * before dst[0]. Nothing is read or written out of bounds whatever `src` holds.
- */
-export function decodeLz4Block(src: Uint8Array, dst: Uint8Array, op: number): number {
-  const srcEnd = src.length;
-  const dstEnd = dst.length;
-  let ip = 0;
-  for (;;) {
-    if (ip >= srcEnd) return -1;
-    const token = src[ip++]!;
-    let literals = token >>> 4;
-    if (literals === 15) {
-      let b: number;
-      do {
-        if (ip >= srcEnd) return -1;
-        b = src[ip++]!;
-        literals += b;
-      } while (b === 255);
-    }
-    if (literals > srcEnd - ip || literals > dstEnd - op) return -1;
-    if (literals < 16) {
-      for (let k = 0; k < literals; k++) dst[op + k] = src[ip + k]!;
-    } else {
-      dst.set(src.subarray(ip, ip + literals), op);
-    }
-    ip += literals;
-    op += literals;
-    if (ip === srcEnd) return op; // the last sequence has literals only
-    if (srcEnd - ip < 2) return -1;
-    const offset = src[ip]! | (src[ip + 1]! << 8);
-    ip += 2;
-    if (offset === 0 || offset > op) return -1;
-    let length = (token & 15) + 4;
-    if (length === 19) {
-      let b: number;
-      do {
-        if (ip >= srcEnd) return -1;
-        b = src[ip++]!;
-        length += b;
-      } while (b === 255);
-    }
-    if (length > dstEnd - op) return -1;
-    const from = op - offset;
-    if (length <= 32) {
-      // short matches are most of them; a byte loop also gets overlapping ones (offset < length) right
-      for (let k = 0; k < length; k++) dst[op + k] = dst[from + k]!;
-      op += length;
-    } else {
-      // long ones by copyWithin; an overlapping one repeats a period of `offset` bytes, so each
-      // copy may take all that is already written since `from` (a multiple of the period)
-      const end = op + length;
-      while (op < end) {
-        const n = Math.min(op - from, end - op);
-        dst.copyWithin(op, from, from + n);
-        op += n;
-      }
-    }
-  }
-}
+// Both stripe loops run once, on a few bytes, when the module loads: the first real call (a MiB)
+// is compiled mid-loop (on-stack replacement), and code after a loop that had never run left it
+// without type feedback, deoptimizing on every later call (hashing at ~1 GB/s instead of ~3-5).
+new Xxh32().update(new Uint8Array(64)).update(new Uint8Array(65).subarray(1)).digest();
 
 // ---------------------------------------------------------------- decompress
 
@@ -298,8 +252,8 @@ const LINKED_HISTORY = 64 * 1024;
 /**
  * Decodes an LZ4 frame stream block by block: push() input as it comes, next() gives each block's
  * content once its stored bytes are all there. It holds at most one block of input (a block
- * larger than its frame's block maximum is refused before it is waited for) and one block-sized
- * output buffer, reused across blocks (64 KiB more for linked blocks), whatever the frames' sizes.
+ * larger than its frame's block maximum is refused before it is waited for), one reused copy of
+ * it for the decoder and, for linked blocks, the last 64 KiB of content, whatever the frames' sizes.
  * Every checksum the frame carries is verified: header, block (if present) and content (if
  * present: the content of a frame is handed out before its checksum is read, so a consumer
  * must treat the stream as failed, not the blocks as good, when it ends with an INTEGRITY
@@ -316,9 +270,13 @@ export class Lz4FrameDecoder {
   private declaredSize = -1;
   private decodedSize = 0;
   private readonly contentHash = new Xxh32();
-  /** Where blocks are decoded: the previous blocks' last 64 KiB (linked blocks) then the block. */
-  private window: Buffer | null = null;
-  private history = 0;
+  /** A compressed block as lz4-napi's block decoder takes it: the output size to allocate (4 bytes), then the block. */
+  private blockInput: Buffer | null = null;
+  /** The frame's last 64 KiB of content so far, which a linked block's matches may refer to. */
+  private history: Buffer | null = null;
+  private historyLength = 0;
+  /** The output room lz4_flex gets first for a block: the largest block decoded so far, at least what walrus writes. */
+  private largestBlock = LZ4_INPUT_PER_FRAME;
   /** Input offset of the next byte to parse, for messages. */
   private offset = 0;
   /** Frames and skippable frames completed. */
@@ -389,7 +347,7 @@ export class Lz4FrameDecoder {
           this.linked = !(flg & FLG_BLOCK_INDEPENDENCE);
           this.blocks = 0;
           this.decodedSize = 0;
-          this.history = 0;
+          this.historyLength = 0;
           this.contentHash.reset();
           this.state = { at: 'block-size' };
           break;
@@ -459,39 +417,51 @@ export class Lz4FrameDecoder {
   }
 
   /**
-   * One block's content in a Buffer of its own (the window is reused, so what is handed out is
-   * a copy of exactly the decoded bytes). An independent stored block is its input bytes as they are.
+   * One block's content. A stored block is its input bytes as they are; a compressed one is decoded
+   * by lz4_flex into a new buffer whose size must be given up front: the largest block this stream
+   * decoded so far (at least 1 MiB, what walrus's frames hold), then, if the block is larger, the
+   * frame's block maximum, never more (so a hostile block cannot make it allocate more). A buffer
+   * the size of the block maximum (4 MiB) for every 1 MiB block held ~7 MiB more RSS per worker.
    */
   private decodeBlock(data: Buffer, uncompressed: boolean): Buffer {
-    if (uncompressed && !this.linked) {
-      this.addContent(data, 0, data.length);
-      return data;
+    let content = data;
+    if (!uncompressed) {
+      if (!this.blockInput || this.blockInput.length < 4 + this.blockMax) this.blockInput = Buffer.allocUnsafeSlow(4 + this.blockMax);
+      const input = this.blockInput.subarray(0, 4 + data.length);
+      input.set(data, 4);
+      const guess = Math.min(this.largestBlock, this.blockMax);
+      content = this.decodeInto(input, guess, guess < this.blockMax) ?? this.decodeInto(input, this.blockMax, false)!;
+      this.largestBlock = Math.max(this.largestBlock, content.length);
     }
-    const needed = (this.linked ? LINKED_HISTORY : 0) + this.blockMax;
-    // Allocated once per stream (or when a frame needs more); only the pages written count in RSS.
-    if (!this.window || this.window.length < needed) this.window = Buffer.allocUnsafeSlow(needed);
-    const window = this.window;
-    const start = this.history;
-    let end: number;
-    if (uncompressed) {
-      window.set(data, start); // a later linked block may refer to it
-      end = start + data.length;
-    } else {
-      end = decodeLz4Block(data, window.subarray(0, start + this.blockMax), start);
-      if (end < 0) this.corrupt(`frame ${this.frames + 1} does not decode (block ${this.blocks} is malformed)`);
-    }
-    const content = uncompressed ? data : Buffer.from(window.subarray(start, end));
-    // hashed in the window, where it is 4-byte aligned, before the history moves over it
-    this.addContent(window, start, end);
-    if (this.linked) {
-      if (end > LINKED_HISTORY) {
-        window.copyWithin(0, end - LINKED_HISTORY, end);
-        this.history = LINKED_HISTORY;
-      } else {
-        this.history = end;
-      }
-    }
+    this.addContent(content, 0, content.length);
+    if (this.linked) this.remember(content);
     return content;
+  }
+
+  /** lz4_flex's block decoder on `input` (4 bytes left free, then the block) with `size` bytes of output room; null if it failed and `mayRetry`. */
+  private decodeInto(input: Buffer, size: number, mayRetry: boolean): Buffer | null {
+    input.writeUInt32LE(size, 0);
+    try {
+      return this.linked && this.historyLength > 0 ? lz4Binding().uncompressSync(input, this.history!.subarray(0, this.historyLength)) : lz4Binding().uncompressSync(input);
+    } catch (error) {
+      if (mayRetry) return null;
+      const reason = String((error as Error).message ?? error).split('\n')[0];
+      this.corrupt(`frame ${this.frames + 1} does not decode (block ${this.blocks}: ${reason})`);
+    }
+  }
+
+  /** Keeps the last 64 KiB of the frame's content for the next linked block. */
+  private remember(content: Buffer): void {
+    const history = (this.history ??= Buffer.allocUnsafeSlow(LINKED_HISTORY));
+    if (content.length >= LINKED_HISTORY) {
+      content.copy(history, 0, content.length - LINKED_HISTORY);
+      this.historyLength = LINKED_HISTORY;
+    } else {
+      const kept = Math.min(this.historyLength, LINKED_HISTORY - content.length);
+      history.copyWithin(0, this.historyLength - kept, this.historyLength);
+      content.copy(history, kept);
+      this.historyLength = kept + content.length;
+    }
   }
 
   /** Counts decoded bytes against the declared content size and into the content checksum. */
@@ -505,7 +475,8 @@ export class Lz4FrameDecoder {
 
   /** At end of input: throws unless the input ended on a frame boundary after at least one frame. */
   finish(): void {
-    this.window = null;
+    this.blockInput = null;
+    this.history = null;
     if (this.state.at === 'magic' && this.input.length === 0) {
       if (this.frames === 0) throw integrityError('LZ4 stream is empty: no frame at all', { hint: CORRUPT_HINT });
       return;
@@ -516,12 +487,14 @@ export class Lz4FrameDecoder {
 }
 
 /**
- * Decodes in JavaScript, synchronously, block by block: lz4-napi's decoder (lz4_flex) only takes
- * whole frames and hands each back in a new buffer from its own allocator (mimalloc), which V8
- * frees only when it collects the Buffer; with two partition workers that held ~20 MiB more RSS
- * per worker than lzo. Here each block is decoded into one reused buffer and copied out exactly
- * sized, in memory V8 accounts for. The argument is ignored (nothing is decoded off the thread);
- * it stays while bench/codecs.ts passes it.
+ * Decodes synchronously, block by block. lz4-napi's whole-frame decoder (decompressFrameSync)
+ * allocated per frame a frame decoder with 4 MiB input and output buffers plus an output grown by
+ * doubling, all from its own allocator (mimalloc), and the frame was gathered whole first: with
+ * two partition workers backup-fetch held ~25 MiB more RSS than with lzo. Block calls allocate
+ * only each block's output, and are faster (lz4_flex's frame reader was the slow part). A block
+ * decoder in JavaScript held the least memory but decoded WAL at ~250 MB/s, below lzo.
+ * The argument is ignored (nothing is decoded off the thread); it stays while bench/codecs.ts
+ * passes it.
  */
 export function lz4DecompressStream(_framesInFlight?: number): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
