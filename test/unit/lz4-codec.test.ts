@@ -156,6 +156,13 @@ describe('lz4 codec', () => {
     await assertIntegrity(walrusDecompress(Buffer.concat([frameHeader(0x6c, 0x70, 3n), stored, checksum])), /more than the 3 bytes its header declares/);
   });
 
+  test('a block that would decode to more than the block maximum of its frame is refused', async () => {
+    // 64 KiB blocks (BD 0x40); one compressed block: 1 literal, then a match of offset 1 and ~76 KiB, then 1 literal
+    const block = Buffer.concat([Buffer.from([0x1f, 0x61, 0x01, 0x00]), Buffer.alloc(300, 0xff), Buffer.from([0x00, 0x10, 0x62])]);
+    const frame = Buffer.concat([frameHeader(0x24, 0x40), uint32le(block.length), block, uint32le(0), uint32le(0)]);
+    await assertIntegrity(walrusDecompress(frame), /frame 1 does not decode \(block 1/);
+  });
+
   test('a damaged frame header is caught by its header checksum', async () => {
     const stored = await walrusCompress(Buffer.from('hello'));
     const damaged = Buffer.from(stored);
