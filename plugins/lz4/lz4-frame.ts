@@ -377,12 +377,18 @@ export class Lz4FrameDecoder {
         case 'block-data': {
           const checksum = this.flags & FLG_BLOCK_CHECKSUM ? 4 : 0;
           if (this.input.length < state.stored + checksum) return null;
-          const data = this.take(state.stored);
-          if (checksum && xxh32(data) !== this.take(4).readUInt32LE(0)) {
-            this.corrupt(`frame ${this.frames + 1} does not decode (block ${this.blocks} checksum mismatch)`);
+          // As the chunks it arrived in: a compressed block spanning two is copied once, into blockInput.
+          const parts = this.input.takeParts(state.stored);
+          this.offset += state.stored;
+          if (checksum) {
+            const hash = new Xxh32();
+            for (const part of parts) hash.update(part);
+            if (hash.digest() !== this.take(4).readUInt32LE(0)) this.corrupt(`frame ${this.frames + 1} does not decode (block ${this.blocks} checksum mismatch)`);
           }
           this.state = { at: 'block-size' };
-          const content = this.decodeBlock(data, state.uncompressed);
+          const content = state.uncompressed ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts, state.stored)) : this.decodeBlock(parts, state.stored);
+          this.addContent(content, 0, content.length);
+          if (this.linked) this.remember(content);
           if (content.length > 0) return content;
           break;
         }
@@ -423,24 +429,23 @@ export class Lz4FrameDecoder {
   }
 
   /**
-   * One block's content. A stored block is its input bytes as they are; a compressed one is decoded
-   * by lz4_flex into a new buffer whose size must be given up front: the largest block this stream
-   * decoded so far (at least 1 MiB, what walrus's frames hold), then, if the block is larger, the
-   * frame's block maximum, never more (so a hostile block cannot make it allocate more). A buffer
-   * the size of the block maximum (4 MiB) for every 1 MiB block held ~7 MiB more RSS per worker.
+   * A compressed block's content, decoded by lz4_flex into a new buffer whose size must be given
+   * up front: the largest block this stream decoded so far (at least 1 MiB, what walrus's frames
+   * hold), then, if the block is larger, the frame's block maximum, never more (so a hostile block
+   * cannot make it allocate more). A buffer the size of the block maximum (4 MiB) for every 1 MiB
+   * block held ~7 MiB more RSS per worker.
    */
-  private decodeBlock(data: Buffer, uncompressed: boolean): Buffer {
-    let content = data;
-    if (!uncompressed) {
-      if (!this.blockInput || this.blockInput.length < 4 + this.blockMax) this.blockInput = Buffer.allocUnsafeSlow(4 + this.blockMax);
-      const input = this.blockInput.subarray(0, 4 + data.length);
-      input.set(data, 4);
-      const guess = Math.min(this.largestBlock, this.blockMax);
-      content = this.decodeInto(input, guess, guess < this.blockMax) ?? this.decodeInto(input, this.blockMax, false)!;
-      this.largestBlock = Math.max(this.largestBlock, content.length);
+  private decodeBlock(parts: Buffer[], stored: number): Buffer {
+    if (!this.blockInput || this.blockInput.length < 4 + this.blockMax) this.blockInput = Buffer.allocUnsafeSlow(4 + this.blockMax);
+    const input = this.blockInput.subarray(0, 4 + stored);
+    let at = 4;
+    for (const part of parts) {
+      input.set(part, at);
+      at += part.length;
     }
-    this.addContent(content, 0, content.length);
-    if (this.linked) this.remember(content);
+    const guess = Math.min(this.largestBlock, this.blockMax);
+    const content = this.decodeInto(input, guess, guess < this.blockMax) ?? this.decodeInto(input, this.blockMax, false)!;
+    this.largestBlock = Math.max(this.largestBlock, content.length);
     return content;
   }
 
