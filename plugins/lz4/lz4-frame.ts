@@ -252,6 +252,13 @@ const blockMaxSize = (bd: number) => 1 << (8 + 2 * ((bd >> 4) & 7));
  * ~8 MiB more RSS in backup-fetch with two workers.
  */
 const OUTPUT_PIECE = 256 * 1024;
+/**
+ * A compressed block as lz4-napi's block decoder takes it: the output size to allocate (4 bytes),
+ * then the block. One per thread, grown to the largest block maximum seen: each use is one
+ * synchronous call, so the streams of a thread can share it (each partition no longer leaves a
+ * 4 MiB buffer behind for the collector).
+ */
+let blockInput = Buffer.alloc(0);
 /** How far back a match in a linked block may reach into the previous blocks. */
 const LINKED_HISTORY = 64 * 1024;
 
@@ -276,8 +283,6 @@ export class Lz4FrameDecoder {
   private declaredSize = -1;
   private decodedSize = 0;
   private readonly contentHash = new Xxh32();
-  /** A compressed block as lz4-napi's block decoder takes it: the output size to allocate (4 bytes), then the block. */
-  private blockInput: Buffer | null = null;
   /** The frame's last 64 KiB of content so far, which a linked block's matches may refer to. */
   private history: Buffer | null = null;
   private historyLength = 0;
@@ -436,8 +441,8 @@ export class Lz4FrameDecoder {
    * block held ~7 MiB more RSS per worker.
    */
   private decodeBlock(parts: Buffer[], stored: number): Buffer {
-    if (!this.blockInput || this.blockInput.length < 4 + this.blockMax) this.blockInput = Buffer.allocUnsafeSlow(4 + this.blockMax);
-    const input = this.blockInput.subarray(0, 4 + stored);
+    if (blockInput.length < 4 + this.blockMax) blockInput = Buffer.allocUnsafeSlow(4 + this.blockMax);
+    const input = blockInput.subarray(0, 4 + stored);
     let at = 4;
     for (const part of parts) {
       input.set(part, at);
@@ -486,7 +491,6 @@ export class Lz4FrameDecoder {
 
   /** At end of input: throws unless the input ended on a frame boundary after at least one frame. */
   finish(): void {
-    this.blockInput = null;
     this.history = null;
     if (this.state.at === 'magic' && this.input.length === 0) {
       if (this.frames === 0) throw integrityError('LZ4 stream is empty: no frame at all', { hint: CORRUPT_HINT });
