@@ -265,8 +265,9 @@ const LINKED_HISTORY = 64 * 1024;
 /**
  * Decodes an LZ4 frame stream block by block: push() input as it comes, next() gives each block's
  * content once its stored bytes are all there. It holds at most one block of input (a block
- * larger than its frame's block maximum is refused before it is waited for), one reused copy of
- * it for the decoder and, for linked blocks, the last 64 KiB of content, whatever the frames' sizes.
+ * larger than its frame's block maximum is refused before it is waited for) and, for linked
+ * blocks, the last 64 KiB of content, whatever the frames' sizes; the copy of a block the decoder
+ * is given goes into one buffer per thread.
  * Every checksum the frame carries is verified: header, block (if present) and content (if
  * present: the content of a frame is handed out before its checksum is read, so a consumer
  * must treat the stream as failed, not the blocks as good, when it ends with an INTEGRITY
