@@ -202,7 +202,7 @@ export async function cleanPushMarkers(walDirectory: string): Promise<void> {
 // ---------------------------------------------------------------------------------- fetch
 
 /** Write `name` from storage to `dest` atomically: temp file beside it, fsync, rename. */
-export async function fetchWalFile(rt: ServerRuntime, name: string, dest: string): Promise<{ bytes: number }> {
+export async function fetchWalFile(rt: ServerRuntime, name: string, dest: string, options: { onFound?: () => Promise<void> } = {}): Promise<{ bytes: number }> {
   if (!isWalFileName(name)) throw usageError(`'${name}' is not a WAL file name (segment, .history, .backup or .partial)`, { hint: 'restore_command must pass %f %p: wal-fetch %f %p' });
   const destDirectory = dirname(dest);
   await stat(destDirectory).catch((e: NodeJS.ErrnoException) => {
@@ -212,6 +212,7 @@ export async function fetchWalFile(rt: ServerRuntime, name: string, dest: string
   const found = await openWalObject(rt, name);
   if (!found) throw notFound(`WAL file ${name} is not in the archive (${rt.storage.describe(rt.layout.walKey(name))})`);
   const { key, body } = found;
+  await options.onFound?.();
   const bytes = await writeFileAtomically(body, dest, `${rt.storage.describe(key)}`);
   const ms = Date.now() - started;
   rt.log.info('completed download of a WAL file', {
@@ -332,6 +333,55 @@ async function prefetchWindow(rt: ServerRuntime, walDirectory: string, names: st
   return { fetched, archiveEnded };
 }
 
+/**
+ * restore_command's sh front (bin/walrus-prefetch-hit) asks the follower for a file it does not
+ * have ready with an empty `.ask-NAME`, instead of starting node: the follower looks in the
+ * archive now, after the ask was made, and answers with the file (NAME, as for a prefetched
+ * segment) or with `.absent-NAME`. A "not found" is therefore as fresh as the full wal-fetch's own
+ * look, never remembered from an earlier one. Misses are what PostgreSQL asks at the end of the
+ * archive, for the next timeline's history and, once recovery ends, the last segment again: each
+ * was a node start. An ask the follower cannot answer (a storage error) is removed unanswered, and
+ * the front runs the full wal-fetch, which reports the error as restore_command must.
+ */
+const ASK_PREFIX = '.ask-';
+const ABSENT_PREFIX = '.absent-';
+
+async function answerAsks(rt: ServerRuntime, walDirectory: string): Promise<number> {
+  const dir = prefetchDirectory(walDirectory);
+  const names = (await readdir(dir).catch(() => [] as string[]))
+    .filter((e) => e.startsWith(ASK_PREFIX) && isWalFileName(e.slice(ASK_PREFIX.length)))
+    .map((e) => e.slice(ASK_PREFIX.length));
+  for (const name of names) {
+    const ask = join(dir, ASK_PREFIX + name);
+    const ready = join(dir, name);
+    if (await stat(ready).then(() => true, () => false)) {
+      await rm(ask, { force: true }); // the front takes it
+      continue;
+    }
+    const claim = join(dir, 'running', name);
+    try {
+      await (await open(claim, 'wx', 0o600)).close();
+    } catch {
+      continue; // being prefetched: the front waits for it, and the ask is looked at again after
+    }
+    try {
+      const found = await openWalObject(rt, name);
+      if (found) {
+        await writeFileAtomically(found.body, claim, rt.storage.describe(found.key));
+        await rename(claim, ready);
+      } else {
+        await writeFile(join(dir, ABSENT_PREFIX + name), '', { mode: 0o600 });
+      }
+    } catch (e) {
+      rt.log.debug(`could not answer the ask for ${name}; wal-fetch will fetch it itself`, { detail: (e as Error).message });
+    } finally {
+      await rm(claim, { force: true }).catch(() => {});
+      await rm(ask, { force: true }).catch(() => {});
+    }
+  }
+  return names.length;
+}
+
 /** Holds the pid of the one following prefetcher of a pg_wal (`wal-prefetch --follow`). */
 const FOLLOWER_PID = 'follower.pid';
 
@@ -410,17 +460,27 @@ export async function followRecovery(rt: ServerRuntime, walDirectory: string, fi
   const endPollMs = options.archiveEndPollMs ?? 2_000;
   let lastActivity = Date.now();
   let lastRequest = '';
-  // Wake on any change in the prefetch directory (a request, a segment taken), else poll.
+  // Wake on any change in the prefetch directory (a request, an ask, a segment taken), else poll.
+  // A change while it was busy fetching is remembered: the next pause returns at once.
   let wake: (() => void) | null = null;
+  let changed = false;
   const watcher = (() => {
     try {
-      return watch(dir, () => wake?.());
+      return watch(dir, () => {
+        changed = true;
+        wake?.();
+      });
     } catch {
       return null;
     }
   })();
   const pause = (ms: number) =>
     new Promise<void>((resolvePause) => {
+      if (changed) {
+        changed = false;
+        resolvePause();
+        return;
+      }
       const timer = setTimeout(() => {
         wake = null;
         resolvePause();
@@ -428,6 +488,7 @@ export async function followRecovery(rt: ServerRuntime, walDirectory: string, fi
       wake = () => {
         clearTimeout(timer);
         wake = null;
+        changed = false;
         resolvePause();
       };
     });
@@ -444,6 +505,7 @@ export async function followRecovery(rt: ServerRuntime, walDirectory: string, fi
         for (const e of await readdir(dir).catch(() => [] as string[])) if (isSegmentName(e)) await rm(join(dir, e), { force: true });
         return true;
       }
+      await answerAsks(rt, walDirectory);
       const requested = await readRequest(dir);
       if (requested.stamp !== lastRequest) {
         [lastRequest, lastActivity] = [requested.stamp, Date.now()];

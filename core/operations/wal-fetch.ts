@@ -45,12 +45,15 @@ export const run: VerbRunner = async (ctx, [name, dest]) => {
       ctx.log.info('promoted a prefetched WAL segment', { detail: `${name} → ${dest}`, structured: { action: 'wal-fetch', seg: name, state: 'complete', prefetch: 'hit' } });
     } else {
       const rt = await ctx.runtime();
-      await fetchWalFile(rt, name, dest);
+      // The follower starts once the segment is known to be there (a standby asking past the
+      // archive's end starts none) and before it is downloaded: its start-up overlaps the download,
+      // and it is fetching the next segments when PostgreSQL asks for them.
+      await fetchWalFile(rt, name, dest, { onFound: follows ? () => startPrefetcher(ctx, walDirectory, name, server.prefetch) : undefined });
     }
     await cleanPartialFiles(walDirectory).catch(() => {});
     if (follows) {
-      // only after a segment was there: a standby asking past the archive's end starts none
-      await startPrefetcher(ctx, walDirectory, name, server.prefetch);
+      // a hit: the follower that fetched it may have ended since
+      if (prefetched) await startPrefetcher(ctx, walDirectory, name, server.prefetch);
       await cleanPrefetched(walDirectory, name).catch(() => {});
       if (ctx.configPath) await recordFastPathSettings(walDirectory, ctx.configPath, ctx.serverName ?? null, server.name, server.prefetch).catch(() => {});
     }

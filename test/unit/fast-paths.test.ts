@@ -277,6 +277,17 @@ describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
   }
   const FELL_THROUGH = ['/bin/echo', 'FELL-THROUGH'];
 
+  /** Deletes `ask` as soon as it exists (a follower that could not answer); true when it did within 10 s. */
+  async function removeAskWhenMade(ask: string): Promise<boolean> {
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 5))) {
+      if (existsSync(ask)) {
+        await rm(ask, { force: true });
+        return true;
+      }
+    }
+    return false;
+  }
+
   /** A prefetched scene whose follower (a stand-in process) is alive, with the settings recorded. */
   async function followed(first: string, server: string | null = 'db1') {
     const names = segments(first, 3);
@@ -323,7 +334,7 @@ describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
     ['no server was named when the settings were recorded', { recordedServer: null }],
     ['an option it does not know is given (--debug)', { debug: true }],
     ['no settings for the sh front were recorded', { noShSettings: true }],
-    ['the segment is not prefetched', { other: true }],
+    ['the segment is not prefetched and the follower removes the ask unanswered (a storage error)', { other: true }],
     ['the verb is not wal-fetch', { verb: 'wal-push' }],
   ] as const) {
     test(`runs the wrapped command when ${why}`, async () => {
@@ -337,7 +348,10 @@ describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
       if ('noShSettings' in change) await rm(join(s.dir, '.fast-path.sh'));
       const name = 'other' in change ? nextSegmentName(s.names[2]) : s.names[0];
       const args = [...('debug' in change ? ['--debug'] : []), '--config', s.config, '--server', 'server' in change ? change.server : 'db1', 'verb' in change ? change.verb : 'wal-fetch', name, 'pg_wal/RECOVERYXLOG'];
+      // the stand-in follower's part: take the ask away without an answer
+      const unanswered = 'other' in change ? removeAskWhenMade(join(s.dir, `.ask-${name}`)) : null;
       const r = await front(args, s.dataDirectory, FELL_THROUGH);
+      if (unanswered) assert.ok(await unanswered, 'the front asked the follower first');
       assert.equal(r.code, 0, r.stderr);
       assert.equal(r.stdout, `FELL-THROUGH ${args.join(' ')}\n`, 'the wrapped command ran with the arguments unchanged');
       assert.ok(!existsSync(join(s.pgWal, 'RECOVERYXLOG')), 'nothing was moved');
@@ -345,14 +359,24 @@ describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
     });
   }
 
-  test('a history file or a name that is not a segment is never taken from the prefetch directory', async () => {
+  test('a name that is neither a segment nor a history file is never taken from the prefetch directory', async () => {
     const s = await followed('000000010000000000000160');
-    await writeFile(join(s.dir, '00000002.history'), 'x');
-    for (const name of ['00000002.history', '00000001000000000000016', '../../../etc/passwd', '0000000100000000000001G0']) {
+    for (const name of ['00000001000000000000016', '../../../etc/passwd', '0000000100000000000001G0', '0000000G.history', '00000002.backup']) {
+      if (!name.includes('/')) await writeFile(join(s.dir, name), 'x');
       const r = await front(['--config', s.config, '--server', 'db1', 'wal-fetch', name, 'pg_wal/RECOVERYXLOG'], s.dataDirectory, FELL_THROUGH);
       assert.match(r.stdout, /^FELL-THROUGH /, name);
     }
-    assert.ok(existsSync(join(s.dir, '00000002.history')));
+    assert.ok(!existsSync(join(s.pgWal, 'RECOVERYXLOG')));
+  });
+
+  test('a history file already in the prefetch directory is not taken: it is removed and the follower asked', async () => {
+    const s = await followed('000000010000000000000180');
+    await writeFile(join(s.dir, '00000002.history'), 'stale');
+    const unanswered = removeAskWhenMade(join(s.dir, '.ask-00000002.history'));
+    const r = await front(['--config', s.config, '--server', 'db1', 'wal-fetch', '00000002.history', 'pg_wal/RECOVERYXLOG'], s.dataDirectory, FELL_THROUGH);
+    assert.ok(await unanswered, 'asked');
+    assert.match(r.stdout, /^FELL-THROUGH /);
+    assert.ok(!existsSync(join(s.dir, '00000002.history')) && !existsSync(join(s.pgWal, 'RECOVERYXLOG')));
   });
 
   test('falls through to bin/walrus itself, whose full path reports the config error', async () => {

@@ -12,8 +12,8 @@ import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { nextSegmentName } from '../../core/layout.js';
-import { prefetchDirectory } from '../../core/wal-archive.js';
-import { WALRUS_BIN, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { prefetchDirectory, recordFastPathSettings } from '../../core/wal-archive.js';
+import { REPO_ROOT, WALRUS_BIN, logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
 
 let temp: { path: string; cleanup: () => Promise<void> };
 const children: ChildProcess[] = [];
@@ -121,4 +121,65 @@ test('a dead follower\'s lock is taken over', async () => {
   assert.equal(await readFile(join(a.dir, 'follower.pid'), 'utf8'), String(f.child.pid));
   f.child.kill('SIGTERM');
   await f.exited;
+});
+
+/** restore_command as walrus writes it: the sh front, wrapping a command that proves it ran (the full path). */
+function front(a: { config: string; dataDirectory: string }, name: string) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolveRun) => {
+    const args = [join(REPO_ROOT, 'bin', 'walrus-prefetch-hit'), '/bin/echo', 'FELL-THROUGH', '--config', a.config, '--server', 'db1', 'wal-fetch', name, 'pg_wal/RECOVERYXLOG'];
+    const child = spawn('/bin/sh', args, { cwd: a.dataDirectory, env: { PATH: process.env.PATH } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolveRun({ code, stdout, stderr }));
+  });
+}
+
+test('answers the sh front\'s asks without node: a history file, a segment asked again, and "not in the archive" looked up after the ask', async () => {
+  const a = await archive('000000010000000000000090');
+  const history = Buffer.from('1\t0/90000000\tno recovery target specified\n');
+  await writeFile(join(a.pgWal, '00000002.history'), history);
+  const pushed = await runWalrus(['wal-push', 'pg_wal/00000002.history'], { config: a.config, server: 'db1', cwd: a.dataDirectory });
+  assert.equal(pushed.code, 0, pushed.stderr);
+  await rm(join(a.pgWal, '00000002.history'));
+  const f = follow(a, a.names[0]);
+  await until('ready', async () => (await readySegments(a.dir).catch(() => [])).length === 3);
+  await recordFastPathSettings(a.pgWal, a.config, 'db1', 'db1', 3); // what the full wal-fetch records for the front
+
+  // a stale copy in the prefetch directory is never taken for a history file: only the answer
+  await writeFile(join(a.dir, '00000002.history'), 'stale');
+  const found = await front(a, '00000002.history');
+  assert.deepEqual([found.code, found.stdout], [0, ''], found.stderr);
+  assert.deepEqual(await readFile(join(a.pgWal, 'RECOVERYXLOG')), history);
+
+  for (const name of [a.names[0], a.names[1], a.names[0]]) { // names[0] asked again once taken, as at the end of recovery
+    const r = await front(a, name);
+    assert.deepEqual([r.code, r.stdout], [0, ''], `${name}: ${r.stderr}`);
+    assert.deepEqual(await readFile(join(a.pgWal, 'RECOVERYXLOG')), a.contents.get(name), name);
+  }
+
+  // past the end of the archive, and the next timeline's history: exit 1 (not found), no node started
+  const pastEnd = nextSegmentName(a.names[11]);
+  for (const name of [pastEnd, '00000003.history']) {
+    const r = await front(a, name);
+    assert.deepEqual([r.code, r.stdout], [1, ''], `${name}: ${r.stderr}`);
+    assert.deepEqual(logMessages(r.stderr), [['INFO', `WAL file ${name} is not in the archive (looked up by the follower just now)`]]);
+  }
+  // archived after the follower found it missing: the next ask is looked up again, and finds it
+  await writeFile(join(a.pgWal, pastEnd), randomBytes(64 * 1024));
+  const late = await runWalrus(['wal-push', `pg_wal/${pastEnd}`], { config: a.config, server: 'db1', cwd: a.dataDirectory });
+  assert.equal(late.code, 0, late.stderr);
+  const expected = await readFile(join(a.pgWal, pastEnd));
+  await rm(join(a.pgWal, pastEnd));
+  const r = await front(a, pastEnd);
+  assert.deepEqual([r.code, r.stdout], [0, ''], r.stderr);
+  assert.deepEqual(await readFile(join(a.pgWal, 'RECOVERYXLOG')), expected);
+  assert.deepEqual((await readdir(a.dir)).filter((e) => e.startsWith('.ask-') || e.startsWith('.absent-')), [], 'no ask or answer left behind');
+
+  // the follower gone: the wrapped command runs
+  f.child.kill('SIGTERM');
+  await f.exited;
+  const fell = await front(a, a.names[5]);
+  assert.match(fell.stdout, /^FELL-THROUGH /);
 });
