@@ -33,7 +33,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 # The codecs are native addons: make an absent one loud instead of failing at the first wal-push.
-# lzo and zstd-napi build from source with node-gyp; lz4-napi ships its binary in an npm package.
+# lzo and zstd-napi build from source with node-gyp; lz4-napi and @node-rs/xxhash (the lz4 codec's
+# checksums) ship their binaries in npm packages.
 if ! ls node_modules/lzo/build/Release/*.node >/dev/null 2>&1; then
   echo "walrus setup: the native LZO addon (npm package lzo) did not build: install python3, make and g++ and run npm rebuild lzo" >&2
   exit 1
@@ -42,8 +43,8 @@ if ! ls node_modules/zstd-napi/build/Release/*.node >/dev/null 2>&1; then
   echo "walrus setup: the native zstd addon (npm package zstd-napi) did not build: install python3, make and g++ and run npm rebuild zstd-napi" >&2
   exit 1
 fi
-if ! node -e "require('lz4-napi')" 2>/dev/null; then
-  echo "walrus setup: lz4-napi has no binary for this platform ($(node -p 'process.platform + "-" + process.arch')): the lz4 codec is unavailable" >&2
+if ! node -e "require('lz4-napi'); require('@node-rs/xxhash')" 2>/dev/null; then
+  echo "walrus setup: lz4-napi or @node-rs/xxhash has no binary for this platform ($(node -p 'process.platform + "-" + process.arch')): the lz4 codec is unavailable" >&2
   exit 1
 fi
 npm run build --silent

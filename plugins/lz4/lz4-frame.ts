@@ -9,12 +9,13 @@
  * Compression: lz4_flex (through lz4-napi) codes each frame whole, on libuv's thread pool, up to
  * LZ4_FRAMES_IN_FLIGHT frames at once, so both cores work while the main thread reads, encrypts and
  * uploads. Decompression goes block by block (see lz4DecompressStream for why): this module parses
- * the frames and verifies the header, block and content checksums (xxHash-32, computed here);
+ * the frames and verifies the header, block and content checksums (xxHash-32 from @node-rs/xxhash);
  * lz4_flex's block decoder (lz4-napi's uncompressSync) decodes each compressed block.
  */
 import { Duplex } from 'node:stream';
 import { createRequire } from 'node:module';
 import type * as Lz4Napi from 'lz4-napi';
+import type * as XxhashNapi from '@node-rs/xxhash';
 import { integrityError } from '../../core/errors.js';
 import { ByteQueue } from '../../core/byte-queue.js';
 
@@ -105,134 +106,13 @@ export function lz4CompressStream(framesInFlight = LZ4_FRAMES_IN_FLIGHT): Duplex
 
 // ---------------------------------------------------------------- checksums
 
-/** The Int32Array fast path below reads words in the machine's order; the format's are little-endian. */
-const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-
-const XXH_PRIME1 = 0x9e3779b1 | 0;
-const XXH_PRIME2 = 0x85ebca77 | 0;
-const XXH_PRIME3 = 0xc2b2ae3d | 0;
-const XXH_PRIME4 = 0x27d4eb2f | 0;
-const XXH_PRIME5 = 0x165667b1 | 0;
-const rotl32 = (x: number, r: number) => (x << r) | (x >>> (32 - r));
-const int32le = (b: Uint8Array, i: number) => b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24);
-
-/**
- * xxHash-32, the LZ4 frame format's checksum (header, block and content), fed in pieces. Decoding
- * checks every byte of every restored partition with it: 4-byte-aligned input (the decoder's own
- * output buffer) is read as an Int32Array, about 2.5× the byte-by-byte loop.
- */
-export class Xxh32 {
-  private v1 = 0;
-  private v2 = 0;
-  private v3 = 0;
-  private v4 = 0;
-  private total = 0;
-  /** Input not yet folded in: less than one 16-byte stripe. */
-  private readonly tail = new Uint8Array(16);
-  private tailLength = 0;
-
-  constructor(private readonly seed = 0) {
-    this.reset();
-  }
-
-  reset(): void {
-    const seed = this.seed | 0;
-    this.v1 = (seed + XXH_PRIME1 + XXH_PRIME2) | 0;
-    this.v2 = (seed + XXH_PRIME2) | 0;
-    this.v3 = seed;
-    this.v4 = (seed - XXH_PRIME1) | 0;
-    this.total = 0;
-    this.tailLength = 0;
-  }
-
-  update(data: Uint8Array, start = 0, end = data.length): this {
-    this.total += end - start;
-    let i = start;
-    if (this.tailLength > 0) {
-      const n = Math.min(16 - this.tailLength, end - i);
-      this.tail.set(data.subarray(i, i + n), this.tailLength);
-      this.tailLength += n;
-      i += n;
-      if (this.tailLength < 16) return this;
-      this.stripes(this.tail, 0, 16);
-      this.tailLength = 0;
-    }
-    const whole = i + ((end - i) & ~15);
-    this.stripes(data, i, whole);
-    if (whole < end) {
-      this.tail.set(data.subarray(whole, end), 0);
-      this.tailLength = end - whole;
-    }
-    return this;
-  }
-
-  /** Folds in b[i, end), a whole number of stripes; the two loops are separate methods so that each has its own type feedback. */
-  private stripes(b: Uint8Array, i: number, end: number): void {
-    if (end <= i) return;
-    if (LITTLE_ENDIAN && ((b.byteOffset + i) & 3) === 0) this.wordStripes(new Int32Array(b.buffer, b.byteOffset + i, (end - i) >>> 2));
-    else this.byteStripes(b, i, end);
-  }
-
-  private wordStripes(w: Int32Array): void {
-    let v1 = this.v1;
-    let v2 = this.v2;
-    let v3 = this.v3;
-    let v4 = this.v4;
-    for (let k = 0; k < w.length; k += 4) {
-      v1 = Math.imul(rotl32((v1 + Math.imul(w[k]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-      v2 = Math.imul(rotl32((v2 + Math.imul(w[k + 1]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-      v3 = Math.imul(rotl32((v3 + Math.imul(w[k + 2]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-      v4 = Math.imul(rotl32((v4 + Math.imul(w[k + 3]!, XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-    }
-    this.v1 = v1;
-    this.v2 = v2;
-    this.v3 = v3;
-    this.v4 = v4;
-  }
-
-  private byteStripes(b: Uint8Array, i: number, end: number): void {
-    let v1 = this.v1;
-    let v2 = this.v2;
-    let v3 = this.v3;
-    let v4 = this.v4;
-    for (; i < end; i += 16) {
-      v1 = Math.imul(rotl32((v1 + Math.imul(int32le(b, i), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-      v2 = Math.imul(rotl32((v2 + Math.imul(int32le(b, i + 4), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-      v3 = Math.imul(rotl32((v3 + Math.imul(int32le(b, i + 8), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-      v4 = Math.imul(rotl32((v4 + Math.imul(int32le(b, i + 12), XXH_PRIME2)) | 0, 13), XXH_PRIME1);
-    }
-    this.v1 = v1;
-    this.v2 = v2;
-    this.v3 = v3;
-    this.v4 = v4;
-  }
-
-  /** The hash of everything given so far (unsigned); the state is left as it is. */
-  digest(): number {
-    let h =
-      this.total >= 16
-        ? (rotl32(this.v1, 1) + rotl32(this.v2, 7) + rotl32(this.v3, 12) + rotl32(this.v4, 18)) | 0
-        : (this.seed + XXH_PRIME5) | 0;
-    h = (h + this.total) | 0;
-    const b = this.tail;
-    let i = 0;
-    for (; i + 4 <= this.tailLength; i += 4) h = Math.imul(rotl32((h + Math.imul(int32le(b, i), XXH_PRIME3)) | 0, 17), XXH_PRIME4);
-    for (; i < this.tailLength; i++) h = Math.imul(rotl32((h + Math.imul(b[i]!, XXH_PRIME5)) | 0, 11), XXH_PRIME1);
-    h ^= h >>> 15;
-    h = Math.imul(h, XXH_PRIME2);
-    h ^= h >>> 13;
-    h = Math.imul(h, XXH_PRIME3);
-    h ^= h >>> 16;
-    return h >>> 0;
-  }
+/** xxHash-32, the frame format's checksum (header, block and content), from @node-rs/xxhash (napi-rs, as lz4-napi). */
+let loadedXxhash: typeof XxhashNapi | undefined;
+function xxhash(): typeof XxhashNapi {
+  return (loadedXxhash ??= createRequire(import.meta.url)('@node-rs/xxhash') as typeof XxhashNapi);
 }
-
-export const xxh32 = (data: Uint8Array, seed = 0): number => new Xxh32(seed).update(data).digest();
-
-// Both stripe loops run once, on a few bytes, when the module loads: the first real call (a MiB)
-// is compiled mid-loop (on-stack replacement), and code after a loop that had never run left it
-// without type feedback, deoptimizing on every later call (hashing at ~1 GB/s instead of ~3-5).
-new Xxh32().update(new Uint8Array(64)).update(new Uint8Array(65).subarray(1)).digest();
+const newXxh32 = () => new (xxhash().Xxh32)(0);
+export const xxh32 = (data: Uint8Array): number => xxhash().xxh32(data, 0);
 
 // ---------------------------------------------------------------- decompress
 
@@ -283,7 +163,7 @@ export class Lz4FrameDecoder {
   /** The content size the frame header declares, or -1. */
   private declaredSize = -1;
   private decodedSize = 0;
-  private readonly contentHash = new Xxh32();
+  private readonly contentHash = newXxh32();
   /** The frame's last 64 KiB of content so far, which a linked block's matches may refer to. */
   private history: Buffer | null = null;
   private historyLength = 0;
@@ -387,7 +267,7 @@ export class Lz4FrameDecoder {
           const parts = this.input.takeParts(state.stored);
           this.offset += state.stored;
           if (checksum) {
-            const hash = new Xxh32();
+            const hash = newXxh32();
             for (const part of parts) hash.update(part);
             if (hash.digest() !== this.take(4).readUInt32LE(0)) this.corrupt(`frame ${this.frames + 1} does not decode (block ${this.blocks} checksum mismatch)`);
           }
@@ -487,7 +367,7 @@ export class Lz4FrameDecoder {
     if (this.declaredSize >= 0 && this.decodedSize > this.declaredSize) {
       this.corrupt(`frame ${this.frames + 1} decodes to more than the ${this.declaredSize} bytes its header declares`);
     }
-    if (this.flags & FLG_CONTENT_CHECKSUM) this.contentHash.update(data, start, end);
+    if (this.flags & FLG_CONTENT_CHECKSUM) this.contentHash.update(data.subarray(start, end));
   }
 
   /** At end of input: throws unless the input ended on a frame boundary after at least one frame. */
@@ -512,7 +392,7 @@ export class Lz4FrameDecoder {
  * The argument is ignored (nothing is decoded off the thread); it stays while bench/codecs.ts
  * passes it.
  */
-export function lz4DecompressStream(_framesInFlight?: number): Duplex {
+export function lz4DecompressStream(): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
     const decoder = new Lz4FrameDecoder();
     for await (const chunk of source) {
