@@ -9,6 +9,8 @@
  *   BENCH_WALRUS  the walrus executable (default bin/walrus of this checkout)
  *   BENCH_CODEC  walrus's compression (default lzo, WAL-E's format; lz4 and zstd are opt-in)
  *   BENCH_NO_PGBACKREST=1  walrus figures alone
+ *   BENCH_TRACE=1  log each restore_command call of the replays (name, exit status, ms) and print
+ *                a summary per replay: where recovery waited for the archive
  *   BENCH_SKIP   comma list of figures to leave out: startup, wal-push, archiving (e.g. to measure
  *                backup, restore and replay alone, faster)
  */
@@ -31,6 +33,7 @@ const CODEC = process.env.BENCH_CODEC ?? 'lzo';
 const PREFETCH_HIT_FRONT = join(dirname(WALRUS), 'walrus-prefetch-hit');
 const RESTORE_COMMAND_PREFIX = existsSync(PREFETCH_HIT_FRONT) ? `/bin/sh ${PREFETCH_HIT_FRONT} ${process.execPath} ` : '';
 const WITH_PGBR = process.env.BENCH_NO_PGBACKREST !== '1';
+const TRACE = process.env.BENCH_TRACE === '1';
 const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 const SEGMENT_BYTES = 16 * 1024 * 1024;
 
@@ -335,6 +338,19 @@ const fetchP: number[] = [];
 const replayW: number[] = [];
 const replayP: number[] = [];
 let replayCluster: PgCluster | undefined;
+/** restore_command, timed call by call into `log` when BENCH_TRACE=1 (sh, as PostgreSQL runs it). */
+function traced(command: string, log: string): string {
+  if (!TRACE) return command;
+  return `s=$(date +%s%N); ${command}; rc=$?; echo "%f $rc $(( ($(date +%s%N) - s) / 1000000 ))" >> ${log}; exit $rc`;
+}
+async function traceSummary(who: string, log: string) {
+  if (!TRACE) return;
+  const calls = (await readFile(log, 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).map((l) => l.split(' '));
+  const total = calls.reduce((s, c) => s + Number(c[2]), 0);
+  const slow = calls.filter((c) => Number(c[2]) >= 100).map((c) => `${c[0]}:${c[1]}:${c[2]}ms`);
+  say(`${who}: ${calls.length} restore_command calls, ${total} ms in all; ≥ 100 ms: ${slow.join(' ') || 'none'}`);
+  await rm(log, { force: true });
+}
 async function replay(dataDirectory: string): Promise<number> {
   replayCluster = await createCluster({ dataDirectory, settings: { archive_mode: 'off', max_wal_size: '8GB', shared_buffers: '128MB' } });
   const started = Date.now();
@@ -342,6 +358,7 @@ async function replay(dataDirectory: string): Promise<number> {
   await replayCluster.start({ wait: true, timeoutSeconds: 1200 });
   await replayCluster.waitForRecoveryEnd(20 * 60_000);
   const ms = Date.now() - started;
+  if (TRACE) for (const line of (await replayCluster.logTail(200)).split('\n').filter((l) => /redo starts|redo done|archive recovery complete|checkpoint complete|ready to accept connections/.test(l))) say(line);
   await replayCluster.destroy();
   replayCluster = undefined;
   return ms;
@@ -355,9 +372,12 @@ for (let run = 0; run < RUNS; run++) {
   fetchW.push(dataBytes / 1e6 / (f.ms / 1000));
   addRss('backup-fetch', f.rssKb);
   await writeFile(join(targetW, 'recovery.signal'), '');
-  await writeFile(join(targetW, 'postgresql.auto.conf'), `restore_command = '${RESTORE_COMMAND_PREFIX}${walrusCmd('wal-fetch %f %p')}'\nrecovery_target_timeline = 'latest'\n`);
+  const traceW = join(work, 'trace-walrus.log');
+  const restoreCommandW = traced(`${RESTORE_COMMAND_PREFIX}${walrusCmd('wal-fetch %f %p')}`, traceW);
+  await writeFile(join(targetW, 'postgresql.auto.conf'), `restore_command = '${restoreCommandW.replace(/'/g, "''")}'\nrecovery_target_timeline = 'latest'\n`);
   await chownToPostgres(targetW);
   replayW.push(await replay(targetW));
+  await traceSummary('walrus', traceW);
   // the prefetcher that followed the recovery ends within a poll (~2 s) of it
   await waitForWalrusProcesses(targetW);
   await rm(targetW, { recursive: true, force: true });
@@ -367,9 +387,11 @@ for (let run = 0; run < RUNS; run++) {
     await mkdir(targetP, { mode: 0o700 });
     await chownToPostgres(targetP);
     await timed(['sync']);
-    const p = await timed([...pgbr(`restore --pg1-path=${targetP}`).split(' '), `--recovery-option=restore_command=${pgbr(`--pg1-path=${targetP} archive-get %f "%p"`)}`]);
+    const traceP = join(work, 'trace-pgbackrest.log');
+    const p = await timed([...pgbr(`restore --pg1-path=${targetP}`).split(' '), `--recovery-option=restore_command=${traced(pgbr(`--pg1-path=${targetP} archive-get %f "%p"`), traceP)}`]);
     fetchP.push(dataBytes / 1e6 / (p.ms / 1000));
     replayP.push(await replay(targetP));
+    await traceSummary('pgBackRest', traceP);
     await rm(targetP, { recursive: true, force: true });
   }
 }
