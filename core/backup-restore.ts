@@ -267,6 +267,27 @@ function inPartition(e: unknown, where: string): unknown {
 export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, nameOrLatest: string, options: FetchBackupOptions = {}): Promise<FetchResult> {
   const started = Date.now();
   const fsync = options.fsync ?? true;
+  // Started first: their module loading (~0.1 s each) overlaps the checks and the sentinel's read.
+  const poolSize = Math.max(1, options.poolSize ?? rt.server.poolSize);
+  const workers = new PartitionWorkerPool(rt.log);
+  workers.prewarm(poolSize);
+  try {
+    return await fetchWithWorkers(rt, workers, poolSize, dataDirectory, nameOrLatest, options, started, fsync);
+  } finally {
+    await workers.close();
+  }
+}
+
+async function fetchWithWorkers(
+  rt: ServerRuntime,
+  workers: PartitionWorkerPool,
+  poolSize: number,
+  dataDirectory: string,
+  nameOrLatest: string,
+  options: FetchBackupOptions,
+  started: number,
+  fsync: boolean,
+): Promise<FetchResult> {
   const target = path.resolve(dataDirectory);
   await checkRestoreTarget(target);
   const name = await resolveBackupName(rt, nameOrLatest);
@@ -313,9 +334,6 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
     });
   // Decoding runs in worker threads; the stored bytes are hashed there too unless a cipher (a plugin of this thread) decrypts them first.
   const hashInWorker = rt.cipher === null;
-  const poolSize = Math.max(1, options.poolSize ?? rt.server.poolSize);
-  const workers = new PartitionWorkerPool(rt.log);
-  workers.prewarm(Math.min(poolSize, partitions.length)); // their module loading overlaps the first reads
 
   const fetchOne = async (p: PartitionToFetch) => {
     if (firstFailure !== null) return;
@@ -341,7 +359,7 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
       }
       active.add(body);
       const result = await workers.decode(
-        { codecSpec: codecNameOfKey(rt, p.key), configDirectory: rt.fleet.directory, hashInput: hashInWorker, dataRoot, tablespaces, fsync },
+        { codecSpec: codecNameOfKey(rt, p.key), configDirectory: rt.fleet.directory, hashInput: hashInWorker, storedBytesVerified: p.record !== null, dataRoot, tablespaces, fsync },
         body,
         {
           onChunk: hashInWorker ? onStoredBytes : undefined,
@@ -387,12 +405,7 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
   // Largest first: a big partition started last would run alone at the end while the other workers idle.
   const largestFirst = partitions.slice().sort((a, b) => (b.storedSize ?? 0) - (a.storedSize ?? 0) || a.number - b.number);
   const queue = new PQueue({ concurrency: poolSize });
-  let results: PromiseSettledResult<void>[];
-  try {
-    results = await Promise.allSettled(largestFirst.map((p) => queue.add(() => fetchOne(p))));
-  } finally {
-    await workers.close();
-  }
+  const results = await Promise.allSettled(largestFirst.map((p) => queue.add(() => fetchOne(p))));
   if (firstFailure === null) {
     const other = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     if (other) firstFailure = other.reason;

@@ -103,6 +103,7 @@ async function run(job: PartitionJob, input: Inbox) {
     const result = await decodePartition(input.read(), {
       codec,
       hashInput: job.hashInput,
+      storedBytesVerified: job.storedBytesVerified,
       dataRoot: job.dataRoot,
       tablespaces: job.tablespaces,
       fsync: job.fsync,

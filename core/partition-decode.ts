@@ -6,7 +6,10 @@
  * the bytes backup-push wrote, and decompression (which checks the codec's own checksums) can only
  * give back the tar it compressed. A second SHA-256 over the larger decompressed stream cost about
  * as much as the decompression's checksums on the one big file that bounds a restore. `verify`
- * still checks the tar's SHA-256.
+ * still checks the tar's SHA-256. For the same reason, when the sentinel records the partition's
+ * SHA-256 the codec is told so (storedBytesVerified) and lzo skips its per-block adler32 of the
+ * decoded data, which was the largest cost of decoding one big relation file; a WAL-E backup
+ * (no recorded SHA-256) keeps every lzop checksum.
  * core/partition-workers.ts runs it inside a worker thread, so that poolSize partitions use
  * poolSize cores; it is plain stream code and runs the same in any thread.
  */
@@ -22,6 +25,8 @@ export interface PartitionDecodeOptions {
   codec: Codec | null;
   /** Count and hash the input as the object's stored bytes (true when nothing decrypted it first). */
   hashInput: boolean;
+  /** See DecompressOptions: the stored SHA-256 is checked against the sentinel after the decode. */
+  storedBytesVerified?: boolean;
   dataRoot: string;
   tablespaces: Record<string, string>;
   fsync: boolean;
@@ -48,7 +53,7 @@ export async function decodePartition(input: AsyncIterable<Buffer>, options: Par
   const tarTap = new ByteCounter();
   const stages: Duplex[] = [];
   if (storedTap) stages.push(storedTap);
-  if (options.codec) stages.push(options.codec.decompress());
+  if (options.codec) stages.push(options.codec.decompress({ storedBytesVerified: options.storedBytesVerified ?? false }));
   stages.push(tarTap);
   const tar = new PassThrough({ highWaterMark: 256 * 1024 });
   pipeline([input, ...stages, tar] as any).catch(() => {

@@ -13,6 +13,8 @@ export interface PartitionJob {
   codecSpec: string;
   configDirectory: string;
   hashInput: boolean;
+  /** The partition's stored SHA-256 is recorded and checked after it: the codec may skip per-block data checksums. */
+  storedBytesVerified: boolean;
   dataRoot: string;
   tablespaces: Record<string, string>;
   fsync: boolean;

@@ -76,13 +76,23 @@ export interface PutOptions {
 // ---------------------------------------------------------------- codec & cipher
 
 /** A compression format. Streams are Node transform streams with back-pressure. */
+export interface DecompressOptions {
+  /**
+   * The caller checks the object's stored bytes against a SHA-256 recorded when it was written
+   * (a walrus backup's partitions) and fails the whole object on a mismatch. The format may then
+   * skip checksums of the decoded data that only repeat that proof (lzo's per-block adler32 of
+   * the data, ~30% of decoding); its structure and bounds are still checked.
+   */
+  storedBytesVerified?: boolean;
+}
+
 export interface Codec {
   name: string;
   /** Object-name suffix, e.g. `.lzo`. WAL-E's layout always uses `.lzo`. */
   suffix: string;
   compress(): Duplex;
   /** Verifies the format's own checksums; a corrupt stream errors with WalrusError INTEGRITY. */
-  decompress(): Duplex;
+  decompress(options?: DecompressOptions): Duplex;
   /** True when `head` (the first bytes of an object, at least 16 if available) is this format. */
   recognizes(head: Buffer): boolean;
 }

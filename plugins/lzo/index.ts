@@ -13,7 +13,7 @@ export function createLzoCodec(): Codec {
     name: 'lzo',
     suffix: '.lzo',
     compress: () => lzopCompressStream(),
-    decompress: () => lzopDecompressStream(),
+    decompress: (options) => lzopDecompressStream({ dataChecksums: !options?.storedBytesVerified }),
     recognizes: (head) => isLzop(head),
   };
 }

@@ -265,8 +265,20 @@ const HEADER_START_LENGTH = 2 + 2 + 2 + 1 + 1 + 4;
 /** Then [filter] mode, mtime_low, mtime_high, name length (lzop ≥ 0.94 layout). */
 const headerRestLength = (flags: number) => (flags & F_H_FILTER ? 4 : 0) + 4 + 4 + 4 + 1;
 
+export interface LzopDecompressOptions {
+  /** Check the adler32/crc32 of each block's decoded data (default true); see DecompressOptions. */
+  dataChecksums?: boolean;
+}
+
 class LzopDecompressor extends PacedCoder {
   private state: ParseState = { at: 'magic' };
+  private readonly dataChecksums: boolean;
+
+  constructor(options: LzopDecompressOptions) {
+    super();
+    this.dataChecksums = options.dataChecksums ?? true;
+  }
+
   private flags = 0;
   private members = 0;
   private block = 0;
@@ -432,6 +444,7 @@ class LzopDecompressor extends PacedCoder {
       }
       if (data.length !== dstLength) this.corrupt(`block ${n} decompresses to ${data.length} bytes, its header says ${dstLength}`);
     }
+    if (!this.dataChecksums) return data;
     if (sums.dAdler32 !== undefined) {
       const computed = adler32(data);
       if (computed !== sums.dAdler32) {
@@ -474,8 +487,8 @@ function describeState(state: ParseState, block: number): string {
   }
 }
 
-export function lzopDecompressStream(): Duplex {
-  return new LzopDecompressor().toStream();
+export function lzopDecompressStream(options: LzopDecompressOptions = {}): Duplex {
+  return new LzopDecompressor(options).toStream();
 }
 
 /** True when `head` starts with the 9-byte lzop magic (anything shorter cannot be an lzop file). */

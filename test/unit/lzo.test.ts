@@ -257,6 +257,19 @@ describe('lzo codec: corruption is an INTEGRITY error', () => {
     await assertIntegrity(walrusDecompress(bad), /block 1: adler32 of the data does not match/);
   });
 
+  test('storedBytesVerified (a backup partition whose SHA-256 the caller checks): block data checksums are skipped, the structure is not', async () => {
+    const expected = await walrusDecompress(fixture);
+    const covered = (input: Buffer) => run(codec.decompress({ storedBytesVerified: true }), input);
+    assert.ok((await covered(fixture)).equals(expected), 'same bytes as with every check');
+    const badSum = Buffer.from(fixture);
+    badSum[FIRST_BLOCK + 9]! ^= 0x01;
+    assert.ok((await covered(badSum)).equals(expected), 'a wrong data checksum alone is not looked at: the stored SHA-256 decides');
+    const badHeader = Buffer.from(fixture);
+    badHeader[9 + 16]! ^= 0x01;
+    await assertIntegrity(covered(badHeader), /header checksum mismatch/);
+    await assertIntegrity(covered(fixture.subarray(0, fixture.length - 10)), /truncated/);
+  });
+
   test('a damaged magic is "not an lzop stream"', async () => {
     const bad = Buffer.from(fixture);
     bad[1] = 0x4d;

@@ -66,7 +66,7 @@ async function newTarget(): Promise<string> {
   return dir;
 }
 
-const jobFor = (dataRoot: string): PartitionJob => ({ codecSpec: 'lzo', configDirectory: work, hashInput: true, dataRoot, tablespaces: {}, fsync: true });
+const jobFor = (dataRoot: string): PartitionJob => ({ codecSpec: 'lzo', configDirectory: work, hashInput: true, storedBytesVerified: false, dataRoot, tablespaces: {}, fsync: true });
 
 before(async () => {
   work = await mkdtemp(path.join(tmpdir(), 'walrus-partition-workers-'));
