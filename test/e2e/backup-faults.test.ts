@@ -177,6 +177,8 @@ before(async () => {
   });
   await c.start();
   await c.pgbench(['-i', '-s', '2', '-q']);
+  // one relation file that compresses poorly: its partition is larger than one multipart part (5 MiB)
+  await c.query("create table noise as select md5(random()::text) || md5(random()::text) as t from generate_series(1, 150000)");
   accounts = await c.query('select count(*) || \':\' || sum(abalance) from pgbench_accounts');
   direct = await s3Manifest.create({ bucket, endpoint: s3.endpoint, forcePathStyle: true, region: 'us-east-1', ...CREDENTIALS }, { log: silentLogger, configDirectory: work, instanceName: 'direct' });
 });
