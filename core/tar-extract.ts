@@ -255,6 +255,7 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
   // fsync does not wait for all of it at once: the disk works while the CPU decompresses.
   const writeback = extraction.fsync && !small ? new EarlyWriteback(fd) : null;
   let written = 0;
+  let closed = false;
   try {
     if (existing !== null) fchmodSync(fd, 0o600); // a new file already has 0600 (umask only removes bits)
     try {
@@ -272,14 +273,15 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
     if (written !== header.size) throw truncatedEntry(name, written, header.size);
     futimesSync(fd, header.mtime, header.mtime);
     await writeback?.settle();
+    closed = true; // before the call: a failed close still releases the descriptor, never close it twice
+    closeSync(fd);
   } catch (error) {
     // Never leave a short file behind that looks restored.
     await writeback?.settle().catch(() => undefined); // the fd stays open until no flush uses it
-    closeQuietly(fd);
+    if (!closed) closeQuietly(fd);
     await unlink(target).catch(() => undefined);
     throw error;
   }
-  closeSync(fd);
   if (extraction.fsync) extraction.fileSyncs.add(target, name);
   extraction.touchedDirectories.add(parent);
   extraction.files += 1;
