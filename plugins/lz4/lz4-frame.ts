@@ -273,7 +273,7 @@ export class Lz4FrameDecoder {
           }
           this.state = { at: 'block-size' };
           const content = state.uncompressed ? (parts.length === 1 ? parts[0]! : Buffer.concat(parts, state.stored)) : this.decodeBlock(parts, state.stored);
-          this.addContent(content, 0, content.length);
+          this.addContent(content);
           if (this.linked) this.remember(content);
           if (content.length > 0) return content;
           break;
@@ -362,12 +362,12 @@ export class Lz4FrameDecoder {
   }
 
   /** Counts decoded bytes against the declared content size and into the content checksum. */
-  private addContent(data: Uint8Array, start: number, end: number): void {
-    this.decodedSize += end - start;
+  private addContent(content: Buffer): void {
+    this.decodedSize += content.length;
     if (this.declaredSize >= 0 && this.decodedSize > this.declaredSize) {
       this.corrupt(`frame ${this.frames + 1} decodes to more than the ${this.declaredSize} bytes its header declares`);
     }
-    if (this.flags & FLG_CONTENT_CHECKSUM) this.contentHash.update(data.subarray(start, end));
+    if (this.flags & FLG_CONTENT_CHECKSUM) this.contentHash.update(content);
   }
 
   /** At end of input: throws unless the input ended on a frame boundary after at least one frame. */
@@ -389,8 +389,6 @@ export class Lz4FrameDecoder {
  * two partition workers backup-fetch held ~25 MiB more RSS than with lzo. Block calls allocate
  * only each block's output, and are faster (lz4_flex's frame reader was the slow part). A block
  * decoder in JavaScript held the least memory but decoded WAL at ~250 MB/s, below lzo.
- * The argument is ignored (nothing is decoded off the thread); it stays while bench/codecs.ts
- * passes it.
  */
 export function lz4DecompressStream(): Duplex {
   return Duplex.from(async function* (source: AsyncIterable<Buffer>) {
