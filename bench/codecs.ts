@@ -23,12 +23,13 @@ import { lz4CompressStream, lz4DecompressStream, LZ4_INPUT_PER_FRAME } from '../
 import { createZstdCodec } from '../plugins/zstd/index.js';
 import { runStream } from '../test/helpers/codec-streams.js';
 import { medianSeconds } from './timing.js';
+import { SHARED_FIXTURES } from '../test/helpers/shared-fixtures.js';
 
 const RUNS = 3;
 /** A codec's stream over a buffer fed in 64 KiB chunks, as a file read stream would. */
 const through = (transform: Duplex, input: Buffer) => runStream(transform, input);
 const WAL_DIRECTORY = '/tmp/prof/w/store/bench/wal_005';
-const WAL_FIXTURE = '/work/shared/fixtures/wal-e-plain/store/wal_005/000000010000000200000031.lzo';
+const WAL_FIXTURE = `${SHARED_FIXTURES}/wal-e-plain/store/wal_005/000000010000000200000031.lzo`;
 const DATA_BASE = '/tmp/prof/w/data/base';
 const HEAP_BYTES = 64 * 1024 * 1024;
 const SEGMENT_BYTES = 16 * 1024 * 1024;

@@ -10,10 +10,11 @@ import type { Codec } from '../core/types.js';
 import { manifest } from '../plugins/lzo/index.js';
 import { runStream, toolOutput } from '../test/helpers/codec-streams.js';
 import { medianSeconds } from './timing.js';
+import { SHARED_FIXTURES } from '../test/helpers/shared-fixtures.js';
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 const RUNS = 5;
-const FIXTURE = '/work/shared/fixtures/wal-e-plain/store/wal_005/000000010000000200000031.lzo';
+const FIXTURE = `${SHARED_FIXTURES}/wal-e-plain/store/wal_005/000000010000000200000031.lzo`;
 
 const throughWalrus = runStream;
 const throughLzop = (args: string[], input: Buffer) => toolOutput('lzop', args, input);

@@ -16,11 +16,12 @@ import { join } from 'node:path';
 import { nextSegmentName, segmentNumber } from '../core/layout.js';
 import { chownToPostgres, createCluster, destroyAllClusters, registerCleanup } from '../test/helpers/pg-cluster.js';
 import { REPO_ROOT, WALRUS_BIN, assertDistCurrent, runWalrus, simpleFleet, writeFleetConfig } from '../test/helpers/walrus-cli.js';
+import { SHARED_FIXTURES } from '../test/helpers/shared-fixtures.js';
 
 const RUNS = Number(process.env.RUNS ?? 7);
 const PG_SCALE = Number(process.env.PG_SCALE ?? 20);
-const FIXTURE_GPG = '/work/shared/fixtures/wal-e-gpg';
-const FIXTURE_SEGMENT = '/work/shared/fixtures/wal-e-plain/store/wal_005/000000010000000200000031.lzo';
+const FIXTURE_GPG = `${SHARED_FIXTURES}/wal-e-gpg`;
+const FIXTURE_SEGMENT = `${SHARED_FIXTURES}/wal-e-plain/store/wal_005/000000010000000200000031.lzo`;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);

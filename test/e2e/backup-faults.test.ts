@@ -28,8 +28,9 @@ import { runWalrus, walrusArchiveCommand, writeFleetConfig, WALRUS_BIN, REPO_ROO
 import { manifest as s3Manifest } from '../../plugins/s3/index.js';
 import { silentLogger } from '../../core/log.js';
 import type { Storage } from '../../core/types.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURE_KEY = '/work/shared/fixtures/wal-e-gpg';
+const FIXTURE_KEY = `${SHARED_FIXTURES}/wal-e-gpg`;
 /** Field by field: the SDK tags the object it was given with a `$source` key. */
 const CREDENTIALS = { accessKeyId: S3RVER_CREDENTIALS.accessKeyId, secretAccessKey: S3RVER_CREDENTIALS.secretAccessKey };
 /** Small timeouts: a stall costs one timeout, a failing command maxAttempts of them. */

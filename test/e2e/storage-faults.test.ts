@@ -22,6 +22,7 @@ import { makeTempDirectory, runWalrus, simpleFleet, writeFleetConfig, type Walru
 import { manifest as s3Manifest } from '../../plugins/s3/index.js';
 import { silentLogger } from '../../core/log.js';
 import type { Storage, StorageObjectInfo } from '../../core/types.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 /**
@@ -29,7 +30,7 @@ const SEGMENT_SIZE = 16 * 1024 * 1024;
  * tags that object with a `$source` property, which a spread would carry into the fleet config.
  */
 const CREDENTIALS = { accessKeyId: S3RVER_CREDENTIALS.accessKeyId, secretAccessKey: S3RVER_CREDENTIALS.secretAccessKey };
-const FIXTURE_KEY = '/work/shared/fixtures/wal-e-gpg';
+const FIXTURE_KEY = `${SHARED_FIXTURES}/wal-e-gpg`;
 /** Small on purpose: a stall costs one timeout, a failing command maxAttempts of them. */
 const FAST_S3 = { requestTimeoutMs: 1000, connectTimeoutMs: 1000, maxAttempts: 6 };
 /** A failing command must end by then: a bound against hanging, not a benchmark. */

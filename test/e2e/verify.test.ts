@@ -12,8 +12,9 @@ import { chmod, cp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promi
 import { join } from 'node:path';
 import { createGnupgHome, type GnupgHome } from '../helpers/gnupg.js';
 import { makeTempDirectory, runWalrus, simpleFleet, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURES = '/work/shared/fixtures';
+const FIXTURES = SHARED_FIXTURES;
 const PLAIN = {
   fixture: 'wal-e-plain',
   backup: 'base_000000010000000200000032_00000032',

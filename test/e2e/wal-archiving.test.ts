@@ -12,6 +12,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises';
 import { chmodSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 import {
   PG_BIN_DIRECTORY,
   chownToPostgres,
@@ -27,7 +28,7 @@ import { startS3Server, S3RVER_CREDENTIALS, type S3TestServer } from '../helpers
 import { segmentNumber } from '../../core/layout.js';
 import { WALRUS_BIN, assertDistCurrent, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
 
-const FIXTURE_GPG = '/work/shared/fixtures/wal-e-gpg';
+const FIXTURE_GPG = `${SHARED_FIXTURES}/wal-e-gpg`;
 const MIN_SEGMENTS = 10;
 
 const s3Servers: S3TestServer[] = [];

@@ -11,8 +11,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCluster, destroyAllClusters, markerSummary, readExpected, type PgCluster } from '../helpers/pg-cluster.js';
 import { runWalrus, simpleFleet, writeFleetConfig, WALRUS_BIN } from '../helpers/walrus-cli.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURES = '/work/shared/fixtures';
+const FIXTURES = SHARED_FIXTURES;
 const SERVER = 'fx';
 
 after(destroyAllClusters);

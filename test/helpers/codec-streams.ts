@@ -15,6 +15,7 @@ import { openObject, writeObject } from '../../core/pipeline.js';
 import type { Cipher, Codec, Storage } from '../../core/types.js';
 import { manifest as fileStorageManifest } from '../../plugins/file/index.js';
 import { manifest as gpgManifest } from '../../plugins/gpg/index.js';
+import { SHARED_FIXTURES } from './shared-fixtures.js';
 
 /** Runs `command` with `input` on stdin; its exit code, stdout and stderr. */
 export function runTool(command: string, args: string[], input: Buffer): Promise<{ code: number; stdout: Buffer; stderr: string }> {
@@ -75,7 +76,7 @@ export async function assertIntegrity(promise: Promise<unknown>, message?: RegEx
 
 /** The fixture's GnuPG key (WAL-E's gpg fixture) as walrus's gpg cipher. */
 export async function fixtureGpgCipher(): Promise<Cipher> {
-  const fixture = '/work/shared/fixtures/wal-e-gpg';
+  const fixture = `${SHARED_FIXTURES}/wal-e-gpg`;
   return (await gpgManifest.create(
     {
       publicKey: await readFile(join(fixture, 'public-key.asc'), 'utf8'),

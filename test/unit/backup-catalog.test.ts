@@ -15,8 +15,9 @@ import { isWalrusError } from '../../core/errors.js';
 import { formatBackupList, listBackups, parseSentinel, readSentinel, resolveBackupName } from '../../core/backup-catalog.js';
 import { main } from '../../core/cli.js';
 import type { BackupSentinel } from '../../core/backup-sentinel.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURES = new URL('../../../shared/fixtures/', import.meta.url).pathname;
+const FIXTURES = SHARED_FIXTURES;
 const temps: string[] = [];
 after(async () => {
   for (const t of temps) await rm(t, { recursive: true, force: true });

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, loadFleetConfig, type ConfigProblem } from '../../core/config/fleet-config.js';
 import { fleetPluginProblems } from '../../core/registry.js';
 import { isCronExpression } from '../../core/config/schema-validation.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
 const repo = fileURLToPath(new URL('../../', import.meta.url));
 const userPlugins = join(repo, 'test/fixtures/user-storage-plugin');
@@ -63,7 +64,7 @@ describe('valid configs', () => {
     // The example points at /etc/walrus/*.asc; load a copy pointed at a temp folder instead.
     const keys = join(dir, 'etc-walrus');
     await mkdir(keys, { recursive: true });
-    await copyFile('/work/shared/fixtures/wal-e-gpg/public-key.asc', join(keys, 'ops.pub.asc')).catch(() => writeFile(join(keys, 'ops.pub.asc'), 'PUBLIC'));
+    await copyFile(`${SHARED_FIXTURES}/wal-e-gpg/public-key.asc`, join(keys, 'ops.pub.asc')).catch(() => writeFile(join(keys, 'ops.pub.asc'), 'PUBLIC'));
     await writeFile(join(keys, 'ops.sec.asc'), 'SECRET KEY MATERIAL');
     const text = (await readFile(join(repo, 'configs/example-fleet.yaml'), 'utf8')).replaceAll('/etc/walrus/', `${keys}/`);
     const file = join(dir, 'example-fleet.yaml');

@@ -20,9 +20,10 @@ import { assertDistCurrent, makeTempDirectory, runWalrus, simpleFleet, WALRUS_BI
 import { manifest as s3Manifest } from '../../plugins/s3/index.js';
 import { silentLogger } from '../../core/log.js';
 import type { Storage, StorageObjectInfo } from '../../core/types.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
-const FIXTURE_KEY = '/work/shared/fixtures/wal-e-gpg';
+const FIXTURE_KEY = `${SHARED_FIXTURES}/wal-e-gpg`;
 /** Field by field: S3RVER_CREDENTIALS itself gets a `$source` tag from the SDK (see storage-faults.test.ts). */
 const CREDENTIALS = { accessKeyId: S3RVER_CREDENTIALS.accessKeyId, secretAccessKey: S3RVER_CREDENTIALS.secretAccessKey };
 /** 64 KiB every 50 ms per connection: a 16 MiB object takes seconds, the kill comes after 2 MiB. */

@@ -15,8 +15,9 @@ import { WalrusError, type ErrorKind } from '../../core/errors.js';
 import { silentLogger } from '../../core/log.js';
 import type { Cipher } from '../../core/types.js';
 import { createGnupgHome, type GeneratedKey, type GnupgHome } from '../helpers/gnupg.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURE = '/work/shared/fixtures/wal-e-gpg';
+const FIXTURE = `${SHARED_FIXTURES}/wal-e-gpg`;
 const LZOP_MAGIC = Buffer.from([0x89, 0x4c, 0x5a, 0x4f, 0x00, 0x0d, 0x0a, 0x1a, 0x0a]);
 const FIXTURE_KEY_ID = '8789FD1E29A9FA7D';
 const FIXTURE_ENCRYPTION_SUBKEY_ID = 'D683F3B7E19AB1B8';

@@ -13,6 +13,7 @@ import type { Codec } from '../../core/types.js';
 import { manifest } from '../../plugins/lz4/index.js';
 import { Readable } from 'node:stream';
 import { LZ4_FRAME_MAGIC, Lz4FrameDecoder, xxh32 } from '../../plugins/lz4/lz4-frame.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
 const context = { log: silentLogger, configDirectory: '/tmp', instanceName: 'lz4' };
 const codec = (await manifest.create({}, context)) as Codec;
@@ -50,7 +51,7 @@ const uint32le = (n: number) => {
 };
 
 /** A real 16 MiB WAL segment written by PostgreSQL (the WAL-E fixture, lzop-compressed). */
-const walSegment = (await runTool('lzop', ['-dc'], await readFile('/work/shared/fixtures/wal-e-plain/store/wal_005/000000010000000200000031.lzo'))).stdout;
+const walSegment = (await runTool('lzop', ['-dc'], await readFile(`${SHARED_FIXTURES}/wal-e-plain/store/wal_005/000000010000000200000031.lzo`))).stdout;
 
 const inputs: Record<string, Buffer> = {
   'a 16 MiB WAL segment': walSegment,

@@ -14,8 +14,9 @@ import type { Codec } from '../../core/types.js';
 import { manifest } from '../../plugins/lzo/index.js';
 import { adler32, LZOP_BLOCK_SIZE, LZOP_MAGIC } from '../../plugins/lzo/lzop-format.js';
 import { runStream, runTool } from '../helpers/codec-streams.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURES = '/work/shared/fixtures/wal-e-plain';
+const FIXTURES = `${SHARED_FIXTURES}/wal-e-plain`;
 const WAL_DIR = `${FIXTURES}/store/wal_005`;
 const lzoBinding = createRequire(import.meta.url)('lzo') as { compress(b: Buffer): Buffer };
 
@@ -110,8 +111,8 @@ describe('lzo codec: manifest', () => {
     assert.equal(codec.recognizes(Buffer.concat([LZOP_MAGIC, Buffer.alloc(7)])), true);
     assert.equal(codec.recognizes(Buffer.from('850c03aabbccddeeff00112233445566', 'hex')), false, 'OpenPGP old-format PKESK');
     assert.equal(codec.recognizes(Buffer.from('c10c03aabbccddeeff00112233445566', 'hex')), false, 'OpenPGP new-format PKESK');
-    const gpgObject = readdirSync(`/work/shared/fixtures/wal-e-gpg/store/wal_005`)[0]!;
-    assert.equal(codec.recognizes(readFileSync(`/work/shared/fixtures/wal-e-gpg/store/wal_005/${gpgObject}`).subarray(0, 16)), false, 'WAL-E gpg object');
+    const gpgObject = readdirSync(`${SHARED_FIXTURES}/wal-e-gpg/store/wal_005`)[0]!;
+    assert.equal(codec.recognizes(readFileSync(`${SHARED_FIXTURES}/wal-e-gpg/store/wal_005/${gpgObject}`).subarray(0, 16)), false, 'WAL-E gpg object');
     for (let i = 0; i < 50; i++) {
       const random = randomBytes(16);
       if (random.subarray(0, 9).equals(LZOP_MAGIC)) continue;

@@ -5,6 +5,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 import {
   createCluster,
   destroyAllClusters,
@@ -61,7 +62,7 @@ test('a cluster: create, start, query, pgbench, stop, destroy leaves nothing beh
 });
 
 test('marker helpers reproduce the fixture summary format (note = md5(seed || id))', async () => {
-  const expected = await readExpected('/work/shared/fixtures/wal-e-plain/EXPECTED.txt');
+  const expected = await readExpected(`${SHARED_FIXTURES}/wal-e-plain/EXPECTED.txt`);
   assert.equal(expected.values.seed, 'dev-plain');
   const c = await createCluster();
   try {

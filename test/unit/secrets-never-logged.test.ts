@@ -14,8 +14,9 @@ import { PassThrough } from 'node:stream';
 import { createLogger, type LogFormat } from '../../core/log.js';
 import { startS3Server, type S3TestServer } from '../helpers/s3-server.js';
 import { makeTempDirectory, runWalrus, writeFleetConfig, type WalrusResult } from '../helpers/walrus-cli.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURE_KEY = '/work/shared/fixtures/wal-e-gpg';
+const FIXTURE_KEY = `${SHARED_FIXTURES}/wal-e-gpg`;
 const SEGMENT = '000000010000000000000007';
 /** s3rver knows only this key pair; the secret equals the key id, so neither may appear. */
 const S3_ACCESS_KEY_ID = 'S3RVER';

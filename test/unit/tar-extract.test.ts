@@ -13,8 +13,9 @@ import { packPartition } from '../../core/tar-partition.js';
 import { WalrusError, isWalrusError } from '../../core/errors.js';
 import type { DataFile } from '../../core/types.js';
 import { buildTar } from '../helpers/tar-build.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURE_GLOB = '/work/shared/fixtures/wal-e-plain/store/basebackups_005/*/tar_partitions/part_00000000.tar.lzo';
+const FIXTURE_GLOB = `${SHARED_FIXTURES}/wal-e-plain/store/basebackups_005/*/tar_partitions/part_00000000.tar.lzo`;
 
 
 function streamOf(bytes: Buffer, chunkSize = 4096): Readable {

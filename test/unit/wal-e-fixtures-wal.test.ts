@@ -12,8 +12,9 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createGnupgHome, type GnupgHome } from '../helpers/gnupg.js';
 import { hasStackTrace, makeTempDirectory, runWalrus, simpleFleet, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
-const FIXTURES = '/work/shared/fixtures';
+const FIXTURES = SHARED_FIXTURES;
 const SEGMENT_SIZE = 16 * 1024 * 1024;
 
 async function sha256File(path: string): Promise<string> {

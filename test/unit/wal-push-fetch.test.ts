@@ -11,9 +11,10 @@ import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/p
 import { join } from 'node:path';
 import { nextSegmentName } from '../../core/layout.js';
 import { hasStackTrace, logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig, type WalrusResult } from '../helpers/walrus-cli.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
 const SEGMENT_SIZE = 16 * 1024 * 1024;
-const FIXTURE_GPG = '/work/shared/fixtures/wal-e-gpg';
+const FIXTURE_GPG = `${SHARED_FIXTURES}/wal-e-gpg`;
 
 let temp: { path: string; cleanup: () => Promise<void> };
 let dataDirectory: string;

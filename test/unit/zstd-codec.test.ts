@@ -12,6 +12,7 @@ import { createCodec, pluginOptionProblems } from '../../core/registry.js';
 import type { Codec } from '../../core/types.js';
 import { createZstdCodec, manifest } from '../../plugins/zstd/index.js';
 import { ZSTD_MAGIC } from '../../plugins/zstd/zstd-stream.js';
+import { SHARED_FIXTURES } from '../helpers/shared-fixtures.js';
 
 const context = { log: silentLogger, configDirectory: '/tmp', instanceName: 'zstd' };
 const codec = (await manifest.create({}, context)) as Codec;
@@ -39,7 +40,7 @@ async function shell(script: string): Promise<Buffer> {
 }
 
 /** A real 16 MiB WAL segment written by PostgreSQL (the WAL-E fixture, lzop-compressed). */
-const walSegment = (await runTool('lzop', ['-dc'], await readFile('/work/shared/fixtures/wal-e-plain/store/wal_005/000000010000000200000031.lzo'))).stdout;
+const walSegment = (await runTool('lzop', ['-dc'], await readFile(`${SHARED_FIXTURES}/wal-e-plain/store/wal_005/000000010000000200000031.lzo`))).stdout;
 
 const inputs: Record<string, Buffer> = {
   'a 16 MiB WAL segment': walSegment,
