@@ -31,6 +31,8 @@ export interface PartitionDecodeOptions {
   tablespaces: Record<string, string>;
   fsync: boolean;
   log?: Logger;
+  /** Sees each piece of decompressed tar as it passes. */
+  onTarBytes?: (n: number) => void;
 }
 
 export interface Digested {
@@ -50,7 +52,7 @@ export interface PartitionDecodeResult {
 
 export async function decodePartition(input: AsyncIterable<Buffer>, options: PartitionDecodeOptions): Promise<PartitionDecodeResult> {
   const storedTap = options.hashInput ? new DigestTap() : null;
-  const tarTap = new ByteCounter();
+  const tarTap = new ByteCounter(options.onTarBytes);
   const stages: Duplex[] = [];
   if (storedTap) stages.push(storedTap);
   if (options.codec) stages.push(options.codec.decompress({ storedBytesVerified: options.storedBytesVerified ?? false }));

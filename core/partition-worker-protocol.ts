@@ -1,13 +1,17 @@
 /**
- * Messages between the main thread and a partition decode worker (core/partition-decode-worker.ts),
- * and how errors cross the thread boundary: a WalrusError keeps its kind, message, detail and
+ * Messages between the main thread and a partition worker (core/partition-worker.ts), which
+ * decodes partitions for backup-fetch and encodes them for backup-push, and how errors cross
+ * the thread boundary: a WalrusError keeps its kind, message, detail and
  * hint (so exit codes and messages are those of a decode on the main thread); any other error
  * keeps its message and errno fields.
  */
 import { WalrusError, type ErrorKind } from './errors.js';
 import type { LogFields, LogLevel } from './log.js';
 import type { PartitionDecodeResult } from './partition-decode.js';
+import type { PartitionEncodeResult } from './partition-encode.js';
+import type { Partition, InlineFile } from './tar-partition.js';
 
+/** backup-fetch: decode one partition's bytes and extract them under dataRoot. */
 export interface PartitionJob {
   /** A plugin spec (`lzo`, `./my-codec.js`) resolved like the server's compression, or `none`. */
   codecSpec: string;
@@ -20,8 +24,24 @@ export interface PartitionJob {
   fsync: boolean;
 }
 
+/** backup-push: read, pack, hash and compress one partition; the compressed bytes go back to the main thread. */
+export interface PartitionEncodeJob {
+  /** A plugin spec resolved like the server's compression, or `none`. */
+  codecSpec: string;
+  configDirectory: string;
+  partition: Partition;
+  inlineFiles: InlineFile[];
+  /** Ask the main thread before each disk read (`--rate-limit`, shared by every partition). */
+  throttled: boolean;
+}
+
 export type ToWorker =
   | { type: 'start'; job: PartitionJob }
+  | { type: 'encode'; job: PartitionEncodeJob }
+  /** Encoding: the main thread consumed this many output bytes (the worker keeps a few chunks in flight). */
+  | { type: 'credit'; bytes: number }
+  /** Encoding: the read asked for with `throttle` may go. */
+  | { type: 'go' }
   /** Bytes of the object (decrypted when it was encrypted); the worker acknowledges each once consumed. */
   | { type: 'chunk'; data: Uint8Array }
   | { type: 'end' }
@@ -32,6 +52,13 @@ export type FromWorker =
   | { type: 'ack'; bytes: number }
   | { type: 'log'; level: LogLevel; message: string; fields?: LogFields }
   | { type: 'done'; result: PartitionDecodeResult }
+  /** Encoding: compressed bytes, in order. */
+  | { type: 'output'; data: Uint8Array }
+  /** Encoding: bytes read from the data directory since the last report (progress). */
+  | { type: 'read'; bytes: number }
+  /** Encoding: asks to read this many bytes (rate limit); answered with `go`. */
+  | { type: 'throttle'; bytes: number }
+  | { type: 'encoded'; result: PartitionEncodeResult }
   | { type: 'failed'; error: SerializedError };
 
 export interface SerializedError {

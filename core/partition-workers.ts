@@ -1,17 +1,21 @@
 /**
- * A small pool of worker threads that decode and extract partitions (core/partition-decode-worker.ts).
- * Decompression, checksums, SHA-256 and tar parsing are CPU work: on the main thread they kept
- * poolSize partitions on one core. Here the main thread only reads the storage (and decrypts, the
- * cipher being a plugin instance of this thread) and posts the bytes.
+ * A small pool of worker threads (core/partition-worker.ts) that decode and extract partitions
+ * for backup-fetch, and read, pack, hash and compress them for backup-push. Compression,
+ * checksums, SHA-256 and tar work are CPU work: on the main thread they kept poolSize partitions
+ * on one core. Here the main thread only moves bytes between the storage (and the cipher, a
+ * plugin instance of this thread) and the workers.
  *
- * Back-pressure: the bytes go in batches of BATCH_BYTES, at most MAX_IN_FLIGHT_BYTES not yet
- * consumed by the worker's chain; memory per partition stays bounded whatever its size.
+ * Back-pressure, both ways: the bytes go in batches of BATCH_BYTES, at most MAX_IN_FLIGHT_BYTES
+ * not yet consumed by the other side; memory per partition stays bounded whatever its size.
  */
+import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { WalrusError } from './errors.js';
 import type { Logger } from './log.js';
 import type { PartitionDecodeResult } from './partition-decode.js';
-import { deserializeError, serializeError, type FromWorker, type PartitionJob, type ToWorker } from './partition-worker-protocol.js';
+import type { EncodedPartition, PartitionEncodeResult } from './partition-encode.js';
+import { prepareYoungGarbageCollection, YoungGarbageCadence } from './young-garbage.js';
+import { deserializeError, serializeError, type FromWorker, type PartitionEncodeJob, type PartitionJob, type ToWorker } from './partition-worker-protocol.js';
 
 const BATCH_BYTES = 512 * 1024;
 const MAX_IN_FLIGHT_BYTES = 4 * BATCH_BYTES;
@@ -29,12 +33,21 @@ function ownsItsMemory(chunk: Buffer): boolean {
  * parent's `--import tsx` loader hooks to a worker's entry module.
  */
 function startWorker(): Worker {
+  prepareYoungGarbageCollection(); // before the worker starts: it inherits the collector
   const here = import.meta.url;
-  if (!here.endsWith('.ts')) return new Worker(new URL('./partition-decode-worker.js', here));
-  const entry = new URL('./partition-decode-worker.ts', here).href;
+  const resourceLimits = { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB };
+  if (!here.endsWith('.ts')) return new Worker(new URL('./partition-worker.js', here), { resourceLimits });
+  const entry = new URL('./partition-worker.ts', here).href;
   const tsx = import.meta.resolve('tsx/esm/api');
-  return new Worker(`import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`, { eval: true });
+  return new Worker(`import(${JSON.stringify(tsx)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); })`, { eval: true, resourceLimits });
 }
+
+/**
+ * A worker's young generation. Its data passes through in short-lived buffers, collected often
+ * (core/young-garbage.ts); V8's default lets the semi-spaces grow to 16 MiB each, ~10 MB more
+ * RSS per worker for nothing.
+ */
+const YOUNG_GENERATION_MB = 4;
 
 export interface DecodeHooks {
   /** Each chunk read from `source`, before batching (progress). */
@@ -43,9 +56,18 @@ export interface DecodeHooks {
   checkHead?: (head: Buffer) => void;
 }
 
+export interface EncodeHooks {
+  /** Member bytes read from the data directory (progress), reported every few hundred KiB. */
+  onBytesRead?: (bytes: number) => void;
+  /** Awaited before the worker reads `bytes` from disk (a rate limit shared by every partition). */
+  throttle?: (bytes: number) => Promise<void>;
+}
+
 export class PartitionWorkerPool {
   private readonly idle: Worker[] = [];
   private readonly all = new Set<Worker>();
+  /** The batches this thread posts and receives are dead once handed on (see core/young-garbage.ts). */
+  private readonly garbage = new YoungGarbageCadence();
 
   constructor(private readonly log: Logger) {}
 
@@ -140,6 +162,7 @@ export class PartitionWorkerPool {
         while (!settled && inFlight + data.length > MAX_IN_FLIGHT_BYTES) await new Promise<void>((resolve) => (wakeSender = resolve));
         if (settled) return;
         inFlight += data.length;
+        this.garbage.add(data.length);
         post({ type: 'chunk', data }, [data.buffer as ArrayBuffer]);
       };
       reading: for await (const chunk of source) {
@@ -174,7 +197,11 @@ export class PartitionWorkerPool {
       }
     } catch (e) {
       sourceFailure = e;
-      if (!settled) post({ type: 'abort', error: serializeError(e) });
+      if (!settled) {
+        // not reused afterwards: the abort might reach it after its next job started
+        healthy = false;
+        post({ type: 'abort', error: serializeError(e) });
+      }
     }
 
     try {
@@ -189,6 +216,99 @@ export class PartitionWorkerPool {
       if (healthy) this.idle.push(worker);
       else void worker.terminate();
     }
+  }
+
+  /**
+   * A worker reads, packs, hashes and compresses `job.partition`; `output` gives the compressed
+   * bytes in order (credit goes back as they are read, so a slow storage slows the worker down).
+   * Destroying `output` aborts the worker, which stops reading. `result` (the tar's size and
+   * SHA-256) resolves after the last byte, or rejects with the worker's error, which `output`
+   * fails with too.
+   */
+  encode(job: PartitionEncodeJob, hooks: EncodeHooks = {}): EncodedPartition {
+    const worker = this.idle.pop() ?? this.spawn();
+    worker.ref();
+    const post = (m: ToWorker) => worker.postMessage(m);
+    let settled = false;
+    // A worker told to abort is not reused: the abort might reach it after its next job started.
+    let aborted = false;
+    let owed = 0;
+    let resolveResult!: (r: PartitionEncodeResult) => void;
+    let rejectResult!: (e: unknown) => void;
+    const result = new Promise<PartitionEncodeResult>((resolve, reject) => {
+      resolveResult = resolve;
+      rejectResult = reject;
+    });
+    result.catch(() => undefined); // the reader of `output` sees the failure first; `result` may go unawaited
+    const output = new Readable({
+      highWaterMark: MAX_IN_FLIGHT_BYTES,
+      read() {
+        if (owed > 0 && !settled) post({ type: 'credit', bytes: owed });
+        owed = 0;
+      },
+      destroy(error, callback) {
+        if (!settled) {
+          aborted = true;
+          post({ type: 'abort', error: serializeError(error ?? new Error('the partition upload stopped')) });
+        }
+        callback(error);
+      },
+    });
+    const finish = (healthy: boolean) => {
+      settled = true;
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+      worker.unref();
+      if (healthy && !aborted) this.idle.push(worker);
+      else void worker.terminate();
+    };
+    const fail = (e: Error, healthy: boolean) => {
+      finish(healthy);
+      output.destroy(e);
+      rejectResult(e);
+    };
+    const onMessage = (m: FromWorker) => {
+      switch (m.type) {
+        case 'output': {
+          const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+          this.garbage.add(data.length);
+          if (output.destroyed) return;
+          if (output.push(data)) post({ type: 'credit', bytes: data.length });
+          else owed += data.length;
+          return;
+        }
+        case 'read':
+          hooks.onBytesRead?.(m.bytes);
+          return;
+        case 'throttle':
+          void (hooks.throttle ? hooks.throttle(m.bytes) : Promise.resolve()).then(() => {
+            if (!settled) post({ type: 'go' });
+          });
+          return;
+        case 'log':
+          this.log[m.level](m.message, m.fields);
+          return;
+        case 'encoded':
+          finish(true);
+          output.push(null);
+          resolveResult(m.result);
+          return;
+        case 'failed':
+          fail(deserializeError(m.error), true);
+          return;
+        default:
+          return;
+      }
+    };
+    const onError = (e: Error) => fail(new WalrusError('INTERNAL', `a partition encode worker failed: ${e.message}`, { cause: e }), false);
+    const onExit = (code: number) => onError(new Error(`it exited (code ${code})`));
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.on('exit', onExit);
+    // Inline files' bytes are copied by postMessage (structured clone); partitions list paths only.
+    post({ type: 'encode', job });
+    return { output, result };
   }
 
   /** Ends every worker (they hold no state between partitions). */

@@ -20,8 +20,13 @@ export interface ObjectTransforms {
 /** Counts the bytes that pass, unchanged (where nothing needs their hash). */
 export class ByteCounter extends Transform {
   bytes = 0;
+  /** `onBytes` sees each chunk's size as it passes. */
+  constructor(private readonly onBytes?: (n: number) => void) {
+    super();
+  }
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: (e?: Error | null, c?: Buffer) => void) {
     this.bytes += chunk.length;
+    this.onBytes?.(chunk.length);
     done(null, chunk);
   }
 }
@@ -71,10 +76,22 @@ export async function encodedSize(source: Readable, t: ObjectTransforms): Promis
  */
 export async function writeObject(storage: Storage, key: string, source: Readable, t: ObjectTransforms): Promise<WrittenObject> {
   const content = new DigestTap();
+  const stored = await storeThrough(storage, key, source, [content, ...encodingStages(t)]);
+  return { key, storedBytes: stored.bytes, storedSha256: stored.sha256, contentBytes: content.bytes, contentSha256: content.digest() };
+}
+
+/**
+ * Write bytes that are compressed already (a partition worker's output) to `key`, through the
+ * cipher only; the same guarantees as writeObject. Returns the stored bytes' size and SHA-256.
+ */
+export function writeCompressedObject(storage: Storage, key: string, compressed: Readable, cipher: Cipher | null): Promise<{ bytes: number; sha256: string }> {
+  return storeThrough(storage, key, compressed, encodingStages({ codec: null, cipher }));
+}
+
+async function storeThrough(storage: Storage, key: string, source: Readable, stages: Duplex[]): Promise<{ bytes: number; sha256: string }> {
   const stored = new DigestTap();
-  const stages: Array<Duplex | Readable> = [source, content, ...encodingStages(t), stored];
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-  const piping = pipeline([...stages, body] as any);
+  const piping = pipeline([source, ...stages, stored, body] as any);
   const putting = storage.put(key, body);
   try {
     await Promise.all([piping, putting]);
@@ -84,7 +101,7 @@ export async function writeObject(storage: Storage, key: string, source: Readabl
     await Promise.allSettled([piping, putting]);
     throw e;
   }
-  return { key, storedBytes: stored.bytes, storedSha256: stored.digest(), contentBytes: content.bytes, contentSha256: content.digest() };
+  return { bytes: stored.bytes, sha256: stored.digest() };
 }
 
 /** Read the first `n` bytes (fewer at end of stream) and return them with a stream of everything. */

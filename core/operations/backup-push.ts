@@ -16,8 +16,9 @@ import { Readable } from 'node:stream';
 import PQueue from 'p-queue';
 import { WalrusError, databaseError, refusedError, usageError } from '../errors.js';
 import { ArchiveLayout } from '../layout.js';
-import { writeObject } from '../pipeline.js';
-import { WALRUS_PARTITION_LIMITS, packPartition, planPartitions, type InlineFile, type Partition } from '../tar-partition.js';
+import { writeCompressedObject, writeObject } from '../pipeline.js';
+import { PartitionWorkerPool } from '../partition-workers.js';
+import { WALRUS_PARTITION_LIMITS, planPartitions, type InlineFile, type Partition } from '../tar-partition.js';
 import { sealSentinel, type BackupSentinel, type PartitionRecord, type WalrusBackupInfo } from '../backup-sentinel.js';
 import type { DataFile, TablespaceSpec } from '../types.js';
 import type { Logger } from '../log.js';
@@ -144,6 +145,8 @@ class ProgressLine {
 
 interface UploadContext {
   rt: ServerRuntime;
+  /** Read, pack, hash and compress each partition on a core of their own. */
+  workers: PartitionWorkerPool;
   name: string;
   log: Logger;
   onBytes: (n: number) => void;
@@ -163,10 +166,15 @@ async function uploadPartition(u: UploadContext, partition: Partition, inline: I
     structured: { action: 'push-backup', key: where, partition: partition.number, state: 'begin' },
   });
   const began = Date.now();
-  const tar = packPartition(partition, { log, onBytes: u.onBytes, throttle: u.throttle, inlineFiles: inline });
-  register?.(tar);
-  const written = await writeObject(rt.storage, key, tar, { codec: rt.codec, cipher: rt.cipher });
-  const rate = (written.contentBytes / 1024 / Math.max((Date.now() - began) / 1000, 0.001)).toFixed(1);
+  // files → tar → SHA-256 → codec in a worker thread; cipher → storage here (plugin instances of this thread)
+  const encoded = u.workers.encode(
+    { codecSpec: rt.codec ? rt.server.compression : 'none', configDirectory: rt.fleet.directory, partition, inlineFiles: inline, throttled: !!u.throttle },
+    { onBytesRead: u.onBytes, throttle: u.throttle },
+  );
+  register?.(encoded.output);
+  const stored = await writeCompressedObject(rt.storage, key, encoded.output, rt.cipher);
+  const tar = await encoded.result;
+  const rate = (tar.tarBytes / 1024 / Math.max((Date.now() - began) / 1000, 0.001)).toFixed(1);
   log.info('finish uploading a base backup volume', {
     detail: `Uploading to "${where}" complete at ${rate}KiB/s.`,
     structured: { action: 'push-backup', key: where, partition: partition.number, state: 'complete', rate },
@@ -174,10 +182,10 @@ async function uploadPartition(u: UploadContext, partition: Partition, inline: I
   return {
     number: partition.number,
     key,
-    tarBytes: written.contentBytes,
-    tarSha256: written.contentSha256,
-    storedBytes: written.storedBytes,
-    storedSha256: written.storedSha256,
+    tarBytes: tar.tarBytes,
+    tarSha256: tar.tarSha256,
+    storedBytes: stored.bytes,
+    storedSha256: stored.sha256,
     members: memberCount(partition.files, inline),
   };
 }
@@ -286,7 +294,12 @@ class BackupWriter {
   expandedSizeBytes = 0;
   partitionCount = 0;
 
-  constructor(private readonly rt: ServerRuntime, private readonly o: BackupPushOptions, private readonly log: Logger) {}
+  constructor(
+    private readonly rt: ServerRuntime,
+    private readonly o: BackupPushOptions,
+    private readonly log: Logger,
+    private readonly workers: PartitionWorkerPool,
+  ) {}
 
   async refuseExisting(name: string): Promise<void> {
     if (await this.rt.storage.head(this.rt.layout.sentinelKey(name))) {
@@ -314,7 +327,11 @@ class BackupWriter {
     const progress = new ProgressLine(this.o.progress, total);
     const limiter = this.o.rateLimit ? new ReadRateLimiter(this.o.rateLimit) : null;
     try {
-      this.records = await uploadPartitions({ rt: this.rt, name, log: this.log, onBytes: progress.add, throttle: limiter?.take }, partitions, this.o.poolSize);
+      this.records = await uploadPartitions(
+        { rt: this.rt, workers: this.workers, name, log: this.log, onBytes: progress.add, throttle: limiter?.take },
+        partitions,
+        this.o.poolSize,
+      );
     } finally {
       progress.finish();
     }
@@ -327,7 +344,7 @@ class BackupWriter {
   async putLabelPartition(name: string, number: number, label: string, tablespaceMap: string | null): Promise<void> {
     const inline: InlineFile[] = [{ name: 'backup_label', content: Buffer.from(label) }];
     if (tablespaceMap) inline.push({ name: 'tablespace_map', content: Buffer.from(tablespaceMap) });
-    const record = await uploadPartition({ rt: this.rt, name, log: this.log, onBytes: () => {} }, { number, files: [], bytes: 0 }, inline);
+    const record = await uploadPartition({ rt: this.rt, workers: this.workers, name, log: this.log, onBytes: () => {} }, { number, files: [], bytes: 0 }, inline);
     this.records.push(record);
     this.expandedSizeBytes += inline.reduce((s, f) => s + f.content.length, 0);
     this.partitionCount += 1;
@@ -390,7 +407,14 @@ class BackupWriter {
 }
 
 export async function pushBackup(rt: ServerRuntime, o: BackupPushOptions): Promise<BackupPushSummary> {
-  return o.offline ? pushOffline(rt, o) : pushOnline(rt, o);
+  // Started first: their module loading overlaps connecting and pg_backup_start's checkpoint.
+  const workers = new PartitionWorkerPool(rt.log);
+  workers.prewarm(o.poolSize);
+  try {
+    return await (o.offline ? pushOffline(rt, o, workers) : pushOnline(rt, o, workers));
+  } finally {
+    await workers.close();
+  }
 }
 
 async function sameDirectory(a: string, b: string): Promise<boolean> {
@@ -398,7 +422,7 @@ async function sameDirectory(a: string, b: string): Promise<boolean> {
   return ra === rb;
 }
 
-async function pushOnline(rt: ServerRuntime, o: BackupPushOptions): Promise<BackupPushSummary> {
+async function pushOnline(rt: ServerRuntime, o: BackupPushOptions, workers: PartitionWorkerPool): Promise<BackupPushSummary> {
   const log = rt.log;
   const { connectSource } = await import('../../plugins/postgres/index.js');
   const source = await connectSource(rt.server.connection, log);
@@ -416,7 +440,7 @@ async function pushOnline(rt: ServerRuntime, o: BackupPushOptions): Promise<Back
       throw refusedError(`another walrus backup-push of ${rt.server.name} is running (it holds the backup lock on the server)`, {
         hint: 'wait for it to finish; pg_stat_activity shows its session',
       });
-    const writer = new BackupWriter(rt, o, log);
+    const writer = new BackupWriter(rt, o, log, workers);
     if (!o.fast)
       log.info('waiting for PostgreSQL to finish a spread checkpoint before the backup starts', {
         detail: 'this can take up to checkpoint_timeout × checkpoint_completion_target (4.5 minutes by default)',
@@ -477,7 +501,7 @@ async function pushOnline(rt: ServerRuntime, o: BackupPushOptions): Promise<Back
   }
 }
 
-async function pushOffline(rt: ServerRuntime, o: BackupPushOptions): Promise<BackupPushSummary> {
+async function pushOffline(rt: ServerRuntime, o: BackupPushOptions, workers: PartitionWorkerPool): Promise<BackupPushSummary> {
   const log = rt.log;
   const { offlineIdentity, listDataFiles, readTablespaces } = await import('../../plugins/postgres/index.js');
   const pidFile = join(o.dataDirectory, 'postmaster.pid');
@@ -508,7 +532,7 @@ async function pushOffline(rt: ServerRuntime, o: BackupPushOptions): Promise<Bac
     detail: `${start.name}: cluster shut down cleanly at REDO ${id.redoLsn} on timeline ${id.timeline}`,
     structured: { action: 'push-backup', backup: start.name, lsn: start.startLsn, state: 'start' },
   });
-  const writer = new BackupWriter(rt, o, log);
+  const writer = new BackupWriter(rt, o, log, workers);
   await writer.refuseExisting(start.name);
   await writer.putVersion(start.name, id.versionText);
   const tablespaces = await readTablespaces(o.dataDirectory);
