@@ -282,9 +282,12 @@ export class PartitionWorkerPool {
           hooks.onBytesRead?.(m.bytes);
           return;
         case 'throttle':
-          void (hooks.throttle ? hooks.throttle(m.bytes) : Promise.resolve()).then(() => {
-            if (!settled) post({ type: 'go' });
-          });
+          (hooks.throttle ? hooks.throttle(m.bytes) : Promise.resolve()).then(
+            () => {
+              if (!settled) post({ type: 'go' });
+            },
+            (e: unknown) => output.destroy(e instanceof Error ? e : new Error(String(e))),
+          );
           return;
         case 'log':
           this.log[m.level](m.message, m.fields);
