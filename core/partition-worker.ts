@@ -14,6 +14,7 @@ import { encodePartition } from './partition-encode.js';
 import { deserializeError, serializeError, type FromWorker, type PartitionEncodeJob, type PartitionJob, type ToWorker } from './partition-worker-protocol.js';
 import type { LogFields, Logger, LogLevel } from './log.js';
 import type { Codec } from './types.js';
+import { TransferBatches } from './transfer-batches.js';
 import { YoungGarbageCadence } from './young-garbage.js';
 
 /** Disk reads, codec blocks and posted batches are dead once passed on (see core/young-garbage.ts). */
@@ -116,7 +117,7 @@ class Outbox {
     wake?.();
   }
 
-  /** Posts `data` once the main thread has room for it (it must own its memory: it is transferred). */
+  /** Posts `data` once the main thread has room for it (its ArrayBuffer is transferred: nothing else may use it). */
   async send(data: Buffer): Promise<void> {
     while (!this.failure && this.inFlight > 0 && this.inFlight + data.length > MAX_OUTPUT_IN_FLIGHT) {
       await new Promise<void>((resolve) => (this.wake = resolve));
@@ -209,23 +210,9 @@ async function encode(job: PartitionEncodeJob, out: Outbox) {
       throttle: job.throttled ? (n) => out.throttle(n) : undefined,
     });
     out.onAbort = (error) => output.destroy(error);
-    let batch = Buffer.allocUnsafeSlow(OUTPUT_BATCH_BYTES);
-    let filled = 0;
-    for await (const chunk of output as AsyncIterable<Buffer>) {
-      for (let offset = 0; offset < chunk.length; ) {
-        const n = Math.min(chunk.length - offset, OUTPUT_BATCH_BYTES - filled);
-        chunk.copy(batch, filled, offset, offset + n);
-        filled += n;
-        offset += n;
-        if (filled === OUTPUT_BATCH_BYTES) {
-          await out.send(batch);
-          batch = Buffer.allocUnsafeSlow(OUTPUT_BATCH_BYTES);
-          filled = 0;
-        }
-      }
-    }
-    // the last batch, copied to a buffer of its own size (transferring the whole batch would send unused bytes)
-    if (filled > 0) await out.send(copyOwned(batch.subarray(0, filled)));
+    const batches = new TransferBatches(OUTPUT_BATCH_BYTES, (batch) => out.send(batch));
+    for await (const chunk of output as AsyncIterable<Buffer>) await batches.add(chunk);
+    await batches.flush();
     if (unreported > 0) post({ type: 'read', bytes: unreported });
     post({ type: 'encoded', result: await result });
   } catch (e) {
@@ -233,11 +220,4 @@ async function encode(job: PartitionEncodeJob, out: Outbox) {
   } finally {
     if (outbox === out) outbox = null;
   }
-}
-
-/** A copy of `bytes` in an ArrayBuffer of its own (transferable). */
-function copyOwned(bytes: Buffer): Buffer {
-  const owned = Buffer.allocUnsafeSlow(bytes.length);
-  bytes.copy(owned);
-  return owned;
 }

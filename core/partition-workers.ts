@@ -14,6 +14,7 @@ import { WalrusError } from './errors.js';
 import type { Logger } from './log.js';
 import type { PartitionDecodeResult } from './partition-decode.js';
 import type { EncodedPartition, PartitionEncodeResult } from './partition-encode.js';
+import { TransferBatches } from './transfer-batches.js';
 import { prepareYoungGarbageCollection, YoungGarbageCadence } from './young-garbage.js';
 import { deserializeError, serializeError, type FromWorker, type PartitionEncodeJob, type PartitionJob, type ToWorker } from './partition-worker-protocol.js';
 
@@ -151,8 +152,6 @@ export class PartitionWorkerPool {
 
     let sourceFailure: unknown = null;
     try {
-      let batch = Buffer.allocUnsafeSlow(BATCH_BYTES);
-      let filled = 0;
       let headChecked = !hooks.checkHead;
       const send = async (data: Buffer) => {
         if (!headChecked) {
@@ -165,34 +164,21 @@ export class PartitionWorkerPool {
         this.garbage.add(data.length);
         post({ type: 'chunk', data }, [data.buffer as ArrayBuffer]);
       };
-      reading: for await (const chunk of source) {
+      const batches = new TransferBatches(BATCH_BYTES, send);
+      for await (const chunk of source) {
         hooks.onChunk?.(chunk.length);
         if (chunk.length >= TRANSFER_AT_LEAST_BYTES && ownsItsMemory(chunk)) {
           // Large enough to go as it is: moved, not copied, and not left as garbage in this thread.
-          if (filled > 0) {
-            await send(batch.subarray(0, filled));
-            batch = Buffer.allocUnsafeSlow(BATCH_BYTES);
-            filled = 0;
-          }
+          await batches.flush();
           if (!settled) await send(chunk);
-          if (settled) break reading;
-          continue;
+        } else {
+          await batches.add(chunk);
         }
-        for (let offset = 0; offset < chunk.length; ) {
-          const n = Math.min(chunk.length - offset, BATCH_BYTES - filled);
-          chunk.copy(batch, filled, offset, offset + n);
-          filled += n;
-          offset += n;
-          if (filled === BATCH_BYTES) {
-            await send(batch);
-            batch = Buffer.allocUnsafeSlow(BATCH_BYTES);
-            filled = 0;
-          }
-          if (settled) break reading; // the worker failed: stop reading (this closes the source)
-        }
+        if (settled) break; // the worker failed: stop reading (this closes the source)
       }
       if (!settled) {
-        await send(batch.subarray(0, filled));
+        await batches.flush();
+        if (!headChecked) hooks.checkHead!(Buffer.alloc(0)); // an empty object
         if (!settled) post({ type: 'end' });
       }
     } catch (e) {
