@@ -32,6 +32,8 @@ const CODEC = process.env.BENCH_CODEC ?? 'lzo';
 // (an older walrus without the front: bin/walrus alone).
 const PREFETCH_HIT_FRONT = join(dirname(WALRUS), 'walrus-prefetch-hit');
 const RESTORE_COMMAND_PREFIX = existsSync(PREFETCH_HIT_FRONT) ? `/bin/sh ${PREFETCH_HIT_FRONT} ${process.execPath} ` : '';
+const PUSH_HIT_FRONT = join(dirname(WALRUS), 'walrus-push-hit');
+const ARCHIVE_COMMAND_PREFIX = existsSync(PUSH_HIT_FRONT) ? `/bin/sh ${PUSH_HIT_FRONT} ${process.execPath} ` : '';
 const WITH_PGBR = process.env.BENCH_NO_PGBACKREST !== '1';
 const TRACE = process.env.BENCH_TRACE === '1';
 const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').map((s) => s.trim()).filter(Boolean));
@@ -198,10 +200,10 @@ say(`data directory ${(dataBytes / 1e6).toFixed(0)} MB`);
 
 const pgbr = (args: string) => `pgbackrest --config=${pgbrConf} --stanza=bench ${args}`;
 const archivers = {
-  walrus: walrusCmd('wal-push %p'),
+  walrus: `${ARCHIVE_COMMAND_PREFIX}${walrusCmd('wal-push %p')}`,
   'pgBackRest sync': pgbr('archive-push %p'),
   'pgBackRest async': pgbr('--archive-async archive-push %p'),
-  both: `${walrusCmd('wal-push %p')} && ${pgbr('archive-push %p')}`,
+  both: `${ARCHIVE_COMMAND_PREFIX}${walrusCmd('wal-push %p')} && ${pgbr('archive-push %p')}`,
 };
 async function setArchiveCommand(command: string) {
   await cluster.query(`alter system set archive_command = '${command.replace(/'/g, "''")}'`);

@@ -91,9 +91,17 @@ function postgresCommand(configPath: string, server: ServerConfig, verb: string,
   return [...words, ...placeholders].join(' ');
 }
 
-/** archive_command for a server: `node bin/walrus --config FILE --server NAME wal-push %p`. */
-export function archiveCommandFor(configPath: string, server: ServerConfig, invocation?: WalrusInvocation): string {
-  return postgresCommand(configPath, server, 'wal-push', ['%p'], invocation);
+/**
+ * archive_command for a server: `/bin/sh bin/walrus-push-hit node bin/walrus --config FILE
+ * --server NAME wal-push %p`. The sh front answers for a segment an earlier wal-push already
+ * pushed ahead without starting node, and otherwise runs the walrus command.
+ */
+export function archiveCommandFor(configPath: string, server: ServerConfig, invocation: WalrusInvocation = currentInvocation()): string {
+  return [...shFront(PUSH_HIT_FRONT, invocation), postgresCommand(configPath, server, 'wal-push', ['%p'], invocation)].join(' ');
+}
+
+function shFront(script: string, invocation: WalrusInvocation): string[] {
+  return ['/bin/sh', join(dirname(invocation.script), script)].map((w) => escapePercentForPostgres(shellQuote(w)));
 }
 
 /**
@@ -102,12 +110,13 @@ export function archiveCommandFor(configPath: string, server: ServerConfig, invo
  * without starting node (recovery waits for every call) and otherwise runs the walrus command.
  */
 export function restoreCommandFor(configPath: string, server: ServerConfig, invocation: WalrusInvocation = currentInvocation()): string {
-  const front = ['/bin/sh', join(dirname(invocation.script), PREFETCH_HIT_FRONT)].map((w) => escapePercentForPostgres(shellQuote(w)));
-  return [...front, postgresCommand(configPath, server, 'wal-fetch', ['%f', '%p'], invocation)].join(' ');
+  return [...shFront(PREFETCH_HIT_FRONT, invocation), postgresCommand(configPath, server, 'wal-fetch', ['%f', '%p'], invocation)].join(' ');
 }
 
 /** bin/walrus-prefetch-hit: restore_command's sh front (see the script). */
 export const PREFETCH_HIT_FRONT = 'walrus-prefetch-hit';
+/** bin/walrus-push-hit: archive_command's sh front (see the script). */
+export const PUSH_HIT_FRONT = 'walrus-push-hit';
 
 export interface PostgresqlConfOptions {
   invocation?: WalrusInvocation;

@@ -3,7 +3,7 @@
  * (restore_command), prefetch the next ones. PostgreSQL's own bookkeeping (archive_status/*.ready,
  * *.done) is never touched: segments pushed ahead in parallel are recorded in pg_wal/.walrus/pushed/.
  */
-import { createReadStream, createWriteStream, existsSync, readFileSync, unlinkSync, watch } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readFileSync, unlinkSync, watch, type BigIntStats } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -35,6 +35,14 @@ function rate(bytes: number, ms: number): string {
 
 // ---------------------------------------------------------------------------------- push
 
+/**
+ * A segment pushed ahead, recorded in pg_wal/.walrus/pushed/<name> as one line that
+ * bin/walrus-push-hit (archive_command's sh front) reads too:
+ *   <ino> <size> <mtime: seconds.nanoseconds> <config stamp> <mtimeMs> <sha256 or -> <key>
+ * (the mtime as `stat -c %.9Y` prints it). The config stamp (`<mtime seconds.nanoseconds>:<size>`
+ * of the fleet config file when it was pushed, `-` when unknown) lets the sh front trust it only
+ * while the config is unchanged; the full path compares the key instead.
+ */
 interface PushMarker {
   ino: number;
   size: number;
@@ -43,8 +51,49 @@ interface PushMarker {
   key: string;
 }
 
+/** A file's mtime as `stat -c %.9Y` prints it. */
+function exactMtime(s: BigIntStats): string {
+  return `${s.mtimeNs / 1_000_000_000n}.${(s.mtimeNs % 1_000_000_000n).toString().padStart(9, '0')}`;
+}
+
+function formatPushMarker(info: { ino: number; size: number; mtimeMs: number }, mtime: string, configStamp: string, sha256: string, key: string): string {
+  return `${info.ino} ${info.size} ${mtime} ${configStamp} ${info.mtimeMs} ${sha256 || '-'} ${key}\n`;
+}
+
+/** Null for anything else (a marker an older walrus wrote as JSON is not trusted: the segment is checked in storage instead). */
+function parsePushMarker(text: string): PushMarker | null {
+  const m = /^(\d+) (\d+) ([0-9.]+) (\S+) ([0-9.]+) (\S+) (.+)\n$/.exec(text);
+  if (!m) return null;
+  return { ino: Number(m[1]), size: Number(m[2]), mtimeMs: Number(m[5]), sha256: m[6] === '-' ? '' : m[6]!, key: m[7]! };
+}
+
+/** The stamp of the fleet config file that push markers carry (see PushMarker). */
+export async function configStampOf(configPath: string | undefined): Promise<string> {
+  if (!configPath) return '-';
+  try {
+    const s = await stat(configPath, { bigint: true });
+    return `${exactMtime(s)}:${s.size}`;
+  } catch {
+    return '-';
+  }
+}
+
 function markerPath(walDirectory: string, name: string) {
   return join(walDirectory, WALRUS_FOLDER, PUSHED, name);
+}
+
+/** Read by bin/walrus-push-hit: the config file (absolute) and --server as given, a line each. */
+const PUSH_FAST_PATH_SH = '.fast-path.sh';
+
+/** Lets archive_command's sh front take later calls for segments pushed ahead under this config and server. */
+export async function recordPushFastPath(walDirectory: string, configPath: string, server: string | null): Promise<void> {
+  const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
+  const wanted = `${resolve(configPath)}\n${server ?? ''}\n`;
+  if ((await readFile(join(dir, PUSH_FAST_PATH_SH), 'utf8').catch(() => null)) === wanted) return;
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const temp = join(dir, `${PUSH_FAST_PATH_SH}.${randomBytes(4).toString('hex')}`);
+  await writeFile(temp, wanted, { mode: 0o600 });
+  await rename(temp, join(dir, PUSH_FAST_PATH_SH));
 }
 
 export type PushOutcome = 'archived' | 'already-archived' | 'pushed-ahead';
@@ -71,12 +120,14 @@ async function compareWithArchived(rt: ServerRuntime, path: string, name: string
 }
 
 /** Push one WAL file. `path` as PostgreSQL passes %p (relative to the data directory, the cwd). */
-export async function pushWalFile(rt: ServerRuntime, path: string, options: { recordAsPushedAhead?: boolean } = {}): Promise<PushOutcome> {
+export async function pushWalFile(rt: ServerRuntime, path: string, options: { recordAsPushedAhead?: boolean; configStamp?: string } = {}): Promise<PushOutcome> {
   const name = basename(path);
   if (!isWalFileName(name)) throw usageError(`'${path}' is not a WAL file name (segment, .history, .backup or .partial)`, { hint: "archive_command must pass %p: wal-push %p" });
   let info;
+  let mtime: string;
   try {
     info = await stat(path);
+    mtime = exactMtime(await stat(path, { bigint: true }));
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`WAL file ${path} does not exist`, { hint: 'archive_command runs in the data directory and passes %p' });
     throw e;
@@ -88,12 +139,9 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
   // Pushed ahead by an earlier call's parallel push? Then the check is cheap: same file, unchanged.
   // A later call's parallel push of the same segment skips it too (and leaves the marker for
   // PostgreSQL's own call) instead of reading the archived copy back to compare it again.
-  let marker: PushMarker | null = null;
-  try {
-    marker = JSON.parse(await readFile(markerPath(walDirectory, name), 'utf8')) as PushMarker;
-  } catch {
-    /* no marker: push it */
-  }
+  const markerText = await readFile(markerPath(walDirectory, name), 'utf8').catch(() => null); // none: push it
+  const marker = markerText === null ? null : parsePushMarker(markerText);
+  if (markerText !== null && marker === null && !options.recordAsPushedAhead) await unlink(markerPath(walDirectory, name)).catch(() => {});
   if (marker) {
     const current = marker.ino === info.ino && marker.size === info.size && marker.mtimeMs === info.mtimeMs && marker.key === key;
     if (current && options.recordAsPushedAhead) return 'pushed-ahead';
@@ -124,7 +172,7 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
       detail: `${rt.storage.describe(key)} exists; ${how === 'same' ? 'its content equals' : 'no secret key here to read it back; its size matches an encoding of'} ${path}.`,
       structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', duplicate: true },
     });
-    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, key, '');
+    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, mtime, key, '', options.configStamp ?? '-');
     return 'already-archived';
   }
 
@@ -144,16 +192,15 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
     detail: `Archiving to "${rt.storage.describe(key)}" complete at ${rate(written.contentBytes, ms)}KiB/s.`,
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, rate: rate(written.contentBytes, ms), seg: name, state: 'complete' },
   });
-  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, key, written.contentSha256);
+  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, mtime, key, written.contentSha256, options.configStamp ?? '-');
   return options.recordAsPushedAhead ? 'pushed-ahead' : 'archived';
 }
 
-async function recordPushedAhead(walDirectory: string, name: string, info: { ino: number; size: number; mtimeMs: number }, key: string, sha256: string) {
+async function recordPushedAhead(walDirectory: string, name: string, info: { ino: number; size: number; mtimeMs: number }, mtime: string, key: string, sha256: string, configStamp: string) {
   const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const marker: PushMarker = { ino: info.ino, size: info.size, mtimeMs: info.mtimeMs, sha256, key };
   const temp = join(dir, `.${name}.${randomBytes(4).toString('hex')}`);
-  await writeFile(temp, JSON.stringify(marker), { mode: 0o600 });
+  await writeFile(temp, formatPushMarker(info, mtime, configStamp, sha256, key), { mode: 0o600 });
   await rename(temp, join(dir, name));
 }
 
@@ -192,6 +239,7 @@ export async function cleanPushMarkers(walDirectory: string): Promise<void> {
     try {
       const s = await stat(p);
       const segmentGone = await stat(join(walDirectory, e)).then(() => false, () => true);
+      if (e === PUSH_FAST_PATH_SH) continue;
       if (segmentGone || now - s.mtimeMs > STALE_MS || e.startsWith('.')) await rm(p, { force: true });
     } catch {
       /* raced with another cleaner */

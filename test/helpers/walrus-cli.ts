@@ -126,9 +126,12 @@ export function simpleFleet(f: SimpleFleet): object {
   };
 }
 
-/** archive_command through this checkout's bin/walrus (NODE_OPTIONS cleared: a test runner's tsx loader must not leak into it). */
+/**
+ * archive_command as walrus writes it (export-pg): archive_command's sh front before this checkout's
+ * bin/walrus (NODE_OPTIONS cleared: a test runner's tsx loader must not leak into it).
+ */
 export function walrusArchiveCommand(config: string, server: string): string {
-  return `env NODE_OPTIONS= ${process.execPath} ${WALRUS_BIN} --config ${config} --server ${server} wal-push %p`;
+  return `env NODE_OPTIONS= /bin/sh ${join(REPO_ROOT, 'bin', 'walrus-push-hit')} ${process.execPath} ${WALRUS_BIN} --config ${config} --server ${server} wal-push %p`;
 }
 
 /** A stack frame line (`    at fn (file:1:2)`): the CLI prints these only with --debug. */

@@ -137,8 +137,9 @@ before(async () => {
   await mkdir(nodeDirectory);
   await symlink(process.execPath, join(nodeDirectory, 'node bin'));
   invocation = { node: join(nodeDirectory, 'node bin'), script: argvScript };
-  // restore_command starts with the sh front that sits beside bin/walrus: through it, a miss runs the script
+  // archive_command and restore_command start with the sh fronts that sit beside bin/walrus: through them, a miss runs the script
   await copyFile(join(REPO_ROOT, 'bin', 'walrus-prefetch-hit'), join(weird, 'walrus-prefetch-hit'));
+  await copyFile(join(REPO_ROOT, 'bin', 'walrus-push-hit'), join(weird, 'walrus-push-hit'));
 });
 after(() => rm(root, { recursive: true, force: true }));
 
