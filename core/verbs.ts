@@ -60,9 +60,10 @@ export const VERBS: VerbSpec[] = [
     usage: 'wal-push WAL_PATH',
     description:
       'Compresses, encrypts and uploads one file PostgreSQL finished (segment, .history, .backup, .partial) and exits 0 only once the object is complete in storage. ' +
-      'An already archived file with the same content succeeds; with different content it is refused (exit 5). With poolSize > 1, the next .ready segments are pushed in parallel ' +
-      'and recorded in pg_wal/.walrus/pushed/ so that PostgreSQL\'s calls for them return at once; archive_status/ is never touched.',
-    examples: ["archive_command = '/opt/walrus/bin/walrus --config /etc/walrus/fleet.yaml --server db1 wal-push %p'"],
+      'An already archived file with the same content succeeds; with different content it is refused (exit 5). With poolSize > 1, up to 4 × poolSize - 1 of the next .ready segments are pushed ahead, poolSize at once, ' +
+      'and recorded in pg_wal/.walrus/pushed/ so that PostgreSQL\'s calls for them return at once (through the sh front bin/walrus-push-hit, without starting node); archive_status/ is never touched. ' +
+      '`walrus export-pg SERVER` prints the archive_command to use.',
+    examples: ["archive_command = '/bin/sh /opt/walrus/bin/walrus-push-hit /usr/bin/node /opt/walrus/bin/walrus --config /etc/walrus/fleet.yaml --server db1 wal-push %p'"],
     options: { 'pool-size': { type: 'string', valueName: 'N', description: 'segments pushed at once (default: poolSize from the config)' } },
     positionals: { min: 1, max: 1 },
     needsConfig: true,
