@@ -241,7 +241,8 @@ async function waitForArchived(rt: ServerRuntime, segment: string, timeoutMs: nu
   const key = rt.layout.walKey(segment);
   const deadline = Date.now() + timeoutMs;
   let said = false;
-  for (;;) {
+  // archive_command usually has it within a second: look again soon, then every second
+  for (let pause = 100; ; pause = Math.min(1000, pause * 2)) {
     if (await rt.storage.head(key)) return;
     if (Date.now() >= deadline) {
       throw databaseError(`the backup's stop segment ${segment} was not archived within ${Math.round(timeoutMs / 1000)} s: ${rt.storage.describe(key)} does not exist`, {
@@ -252,7 +253,7 @@ async function waitForArchived(rt: ServerRuntime, segment: string, timeoutMs: nu
       log.info(`waiting for ${segment} to be archived`, { detail: `looking for "${rt.storage.describe(key)}"` });
       said = true;
     }
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, pause));
   }
 }
 
