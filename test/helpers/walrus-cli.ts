@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { nextSegmentName } from '../../core/layout.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 export const WALRUS_BIN = join(REPO_ROOT, 'bin', 'walrus');
@@ -193,4 +194,30 @@ export async function waitForWalrusProcesses(text: string, timeoutMs = 30_000): 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Segment names from `first` on, `count` of them. */
+export function segmentNames(first: string, count: number): string[] {
+  const out = [first];
+  while (out.length < count) out.push(nextSegmentName(out[out.length - 1]));
+  return out;
+}
+
+/** What the sh fronts are given to wrap when a test must tell whether they fell through. */
+export const FELL_THROUGH = ['/bin/echo', 'FELL-THROUGH'];
+
+/**
+ * Runs one of bin/'s sh fronts (walrus-prefetch-hit, walrus-push-hit) as PostgreSQL runs the
+ * command: `/bin/sh FRONT COMMAND... ARGS...` in `cwd` (the data directory). `command` is what it
+ * wraps: this checkout's bin/walrus by default, or FELL_THROUGH.
+ */
+export function runShFront(front: string, args: string[], cwd: string, command: string[] = [process.execPath, WALRUS_BIN], env: NodeJS.ProcessEnv = {}) {
+  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolveRun) => {
+    const child = spawn('/bin/sh', [join(REPO_ROOT, 'bin', front), ...command, ...args], { cwd, env: { PATH: process.env.PATH, ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolveRun({ code, stdout, stderr }));
+  });
 }

@@ -13,13 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
-import { nextSegmentName } from '../../core/layout.js';
-import { REPO_ROOT, WALRUS_BIN, logMessages, makeTempDirectory, simpleFleet, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { FELL_THROUGH, logMessages, makeTempDirectory, runShFront, segmentNames, simpleFleet, writeFleetConfig } from '../helpers/walrus-cli.js';
 
-const FRONT = join(REPO_ROOT, 'bin', 'walrus-push-hit');
-const FELL_THROUGH = ['/bin/echo', 'FELL-THROUGH'];
-const WALRUS = [process.execPath, WALRUS_BIN];
 
 let temp: { path: string; cleanup: () => Promise<void> };
 let n = 0;
@@ -31,11 +26,7 @@ after(async () => {
   await temp.cleanup();
 });
 
-function segments(first: string, count: number): string[] {
-  const out = [first];
-  while (out.length < count) out.push(nextSegmentName(out[out.length - 1]));
-  return out;
-}
+const segments = segmentNames;
 
 /** A data directory whose pg_wal holds `count` ready segments (small fake ones), a file storage and a config. */
 async function scene(first: string, count: number, poolSize = 2) {
@@ -55,16 +46,7 @@ async function scene(first: string, count: number, poolSize = 2) {
 }
 
 /** Runs the front as PostgreSQL runs archive_command: in the data directory, %p = pg_wal/NAME. */
-function front(args: string[], cwd: string, command: string[] = WALRUS, env: NodeJS.ProcessEnv = {}) {
-  return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolveRun) => {
-    const child = spawn('/bin/sh', [FRONT, ...command, ...args], { cwd, env: { PATH: process.env.PATH, ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => resolveRun({ code, stdout, stderr }));
-  });
-}
+const front = (args: string[], cwd: string, command?: string[]) => runShFront('walrus-push-hit', args, cwd, command);
 
 const push = (s: { config: string }, name: string, extra: string[] = []) => [...extra, '--config', s.config, '--server', 'db1', 'wal-push', `pg_wal/${name}`];
 

@@ -16,16 +16,12 @@ import { join, relative as relativePath } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { nextSegmentName } from '../../core/layout.js';
 import { prefetchDirectory, recordFastPathSettings } from '../../core/wal-archive.js';
-import { REPO_ROOT, WALRUS_BIN, logMessages, makeTempDirectory, runWalrus, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { FELL_THROUGH, logMessages, makeTempDirectory, runShFront, runWalrus, segmentNames, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
 
 let temp: { path: string; cleanup: () => Promise<void> };
 let n = 0;
 
-function segments(first: string, count: number): string[] {
-  const out = [first];
-  while (out.length < count) out.push(nextSegmentName(out[out.length - 1]));
-  return out;
-}
+const segments = segmentNames;
 
 /** A fresh data directory whose pg_wal/.walrus/prefetch/ holds `prefetched` (small fake segments). */
 async function scene(prefetched: string[]) {
@@ -253,7 +249,6 @@ describe('adler32 (lzop block checksums)', () => {
 });
 
 describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
-  const FRONT = join(REPO_ROOT, 'bin', 'walrus-prefetch-hit');
   let fakeFollower: ChildProcess;
   before(() => {
     fakeFollower = spawn('sleep', ['600'], { stdio: 'ignore' });
@@ -262,21 +257,8 @@ describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
     fakeFollower?.kill();
   });
 
-  /**
-   * Runs the front as restore_command does. `command` is what it wraps: bin/walrus by default, or
-   * `echo FELL-THROUGH` to prove that it ran the wrapped command instead of taking the segment.
-   */
-  function front(args: string[], cwd: string, command: string[] = [process.execPath, WALRUS_BIN], env: NodeJS.ProcessEnv = {}) {
-    return new Promise<{ code: number | null; stdout: string; stderr: string }>((resolveRun) => {
-      const child = spawn('/bin/sh', [FRONT, ...command, ...args], { cwd, env: { PATH: process.env.PATH, ...env } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      child.on('close', (code) => resolveRun({ code, stdout, stderr }));
-    });
-  }
-  const FELL_THROUGH = ['/bin/echo', 'FELL-THROUGH'];
+  /** Runs the front as restore_command does (FELL_THROUGH as `command` proves it ran the wrapped command). */
+  const front = (args: string[], cwd: string, command?: string[], env?: NodeJS.ProcessEnv) => runShFront('walrus-prefetch-hit', args, cwd, command, env);
 
   /** Deletes `ask` as soon as it exists (a follower that could not answer); true when it did within 10 s. */
   async function removeAskWhenMade(ask: string): Promise<boolean> {
