@@ -365,8 +365,7 @@ async function replay(dataDirectory: string): Promise<number> {
   replayCluster = undefined;
   return ms;
 }
-for (let run = 0; run < RUNS; run++) {
-  say(`restore and replay, run ${run + 1}/${RUNS}`);
+async function walrusRestoreAndReplay() {
   const targetW = join(work, 'restore-walrus');
   await rm(targetW, { recursive: true, force: true });
   await timed(['sync']);
@@ -379,23 +378,32 @@ for (let run = 0; run < RUNS; run++) {
   await writeFile(join(targetW, 'postgresql.auto.conf'), `restore_command = '${restoreCommandW.replace(/'/g, "''")}'\nrecovery_target_timeline = 'latest'\n`);
   await chownToPostgres(targetW);
   replayW.push(await replay(targetW));
+  say(`walrus: restore ${(f.ms / 1000).toFixed(2)} s, replay ${(replayW[replayW.length - 1] / 1000).toFixed(1)} s`);
   await traceSummary('walrus', traceW);
   // the prefetcher that followed the recovery ends within a poll (~2 s) of it
   await waitForWalrusProcesses(targetW);
   await rm(targetW, { recursive: true, force: true });
-  if (WITH_PGBR) {
-    const targetP = join(work, 'restore-pgbr');
-    await rm(targetP, { recursive: true, force: true });
-    await mkdir(targetP, { mode: 0o700 });
-    await chownToPostgres(targetP);
-    await timed(['sync']);
-    const traceP = join(work, 'trace-pgbackrest.log');
-    const p = await timed([...pgbr(`restore --pg1-path=${targetP}`).split(' '), `--recovery-option=restore_command=${traced(pgbr(`--pg1-path=${targetP} archive-get %f "%p"`), traceP)}`]);
-    fetchP.push(dataBytes / 1e6 / (p.ms / 1000));
-    replayP.push(await replay(targetP));
-    await traceSummary('pgBackRest', traceP);
-    await rm(targetP, { recursive: true, force: true });
-  }
+}
+async function pgbackrestRestoreAndReplay() {
+  const targetP = join(work, 'restore-pgbr');
+  await rm(targetP, { recursive: true, force: true });
+  await mkdir(targetP, { mode: 0o700 });
+  await chownToPostgres(targetP);
+  await timed(['sync']);
+  const traceP = join(work, 'trace-pgbackrest.log');
+  const p = await timed([...pgbr(`restore --pg1-path=${targetP}`).split(' '), `--recovery-option=restore_command=${traced(pgbr(`--pg1-path=${targetP} archive-get %f "%p"`), traceP)}`]);
+  fetchP.push(dataBytes / 1e6 / (p.ms / 1000));
+  replayP.push(await replay(targetP));
+  say(`pgBackRest: restore ${(p.ms / 1000).toFixed(2)} s, replay ${(replayP[replayP.length - 1] / 1000).toFixed(1)} s`);
+  await traceSummary('pgBackRest', traceP);
+  await rm(targetP, { recursive: true, force: true });
+}
+for (let run = 0; run < RUNS; run++) {
+  say(`restore and replay, run ${run + 1}/${RUNS}`);
+  // Each tool goes first in every other run, so that neither always follows the other's removal of a whole cluster.
+  if (WITH_PGBR && run % 2 === 1) await pgbackrestRestoreAndReplay();
+  await walrusRestoreAndReplay();
+  if (WITH_PGBR && run % 2 === 0) await pgbackrestRestoreAndReplay();
 }
 rows.push({ what: 'restore of the full backup (MB / wall s)', walrus: fig(fetchW, 'MB/s', 1), otherName: `restore, process-max ${POOL}`, other: WITH_PGBR ? fig(fetchP, 'MB/s', 1) : undefined, higherIsBetter: true, target: 1 });
 rows.push({ what: `start to end of recovery (≥ ${SEGMENTS} segs)`, walrus: fig(replayW.map((m) => m / 1000), 's', 1), otherName: 'archive-get (sync)', other: WITH_PGBR ? fig(replayP.map((m) => m / 1000), 's', 1) : undefined, higherIsBetter: false, target: 1 });
