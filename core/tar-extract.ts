@@ -33,7 +33,7 @@ import { closeSync, constants as fsConstants, fchmodSync, fdatasync, futimesSync
 import { promisify } from 'node:util';
 import { chmod, lstat, mkdir, open, readlink, realpath, stat, symlink, unlink } from 'node:fs/promises';
 import tarStream from 'tar-stream';
-import { WalrusError, integrityError, refusedError, usageError, isWalrusError } from './errors.js';
+import { WalrusError, integrityError, localIoError, refusedError, usageError, isWalrusError } from './errors.js';
 import type { Logger } from './log.js';
 import { fsyncDirectory } from './durable-files.js';
 
@@ -260,7 +260,7 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
     if (existing !== null) fchmodSync(fd, 0o600); // a new file already has 0600 (umask only removes bits)
     try {
       for await (const chunk of stream) {
-        writeChunk(fd, chunk);
+        writeChunk(fd, chunk, target);
         written += chunk.length;
         writeback?.wrote(chunk.length);
       }
@@ -293,8 +293,18 @@ const REPLACE_FILE = fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_
 /** Files larger than this are flushed while written (EarlyWriteback). */
 const EARLY_WRITEBACK_FROM_BYTES = 1024 * 1024;
 
-function writeChunk(fd: number, chunk: Buffer): void {
-  for (let offset = 0; offset < chunk.length; ) offset += writeSync(fd, chunk, offset, chunk.length - offset);
+/** A failed write (disk full, file too large, I/O error) is the target's fault, never the archive's: LOCAL_IO. */
+function writeChunk(fd: number, chunk: Buffer, target: string): void {
+  try {
+    for (let offset = 0; offset < chunk.length; ) offset += writeSync(fd, chunk, offset, chunk.length - offset);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw localIoError(`writing ${target} failed: ${code}`, {
+      detail: `${(error as Error).message}; the partial file was removed.`,
+      hint: code === 'ENOSPC' || code === 'EDQUOT' ? 'the restore target is full: free space (or give more), remove the directory and run again' : 'check the restore target file system, remove the directory and run again',
+      cause: error,
+    });
+  }
 }
 
 /** Bytes written between two early flushes of a large file. */

@@ -241,6 +241,32 @@ describe('extractPartition', () => {
     assert.ok(!existsSync(path.join(target, 'base/1/big')), 'no partial file left');
   });
 
+  it('a write that fails (over the file size limit: EFBIG, as a full disk gives ENOSPC) is LOCAL_IO naming the file, not a truncated archive; the partial file is removed', async () => {
+    const archive = await buildTar([
+      { header: { name: 'base/1/small', type: 'file' }, body: Buffer.from('fits') },
+      { header: { name: 'base/1/big', type: 'file' }, body: randomBytes(3 * 1024 * 1024) },
+    ]);
+    const tarFile = path.join(tmp, 'write-fails.tar');
+    await writeFile(tarFile, archive);
+    const target = path.join(tmp, 'write-fails');
+    await mkdir(target);
+    // extractPartition in a child whose file size limit is 1 MiB (Node ignores SIGXFSZ: the write gets EFBIG)
+    const script = [
+      `import { createReadStream } from 'node:fs';`,
+      `import { extractPartition } from ${JSON.stringify(new URL('../../core/tar-extract.ts', import.meta.url).href)};`,
+      `try { await extractPartition(createReadStream(process.argv[1]), process.argv[2], { fsync: false }); console.log('{"extracted":true}'); }`,
+      `catch (e) { console.log(JSON.stringify({ kind: e.kind, exitCode: e.exitCode, message: e.message, detail: e.detail })); }`,
+    ].join('\n');
+    const out = execFileSync('/bin/sh', ['-c', 'ulimit -f 2048; exec "$@"', 'sh', process.execPath, '--import', 'tsx', '--input-type=module', '-e', script, tarFile, target], { encoding: 'utf8' });
+    const failure = JSON.parse(out.trim().split('\n').pop()!);
+    assert.equal(failure.kind, 'LOCAL_IO', out);
+    assert.equal(failure.exitCode, 10);
+    assert.equal(failure.message, `writing ${path.join(target, 'base/1/big')} failed: EFBIG`);
+    assert.match(failure.detail, /the partial file was removed/);
+    assert.ok(!existsSync(path.join(target, 'base/1/big')), 'no partial file left');
+    assert.equal(await readFile(path.join(target, 'base/1/small'), 'utf8'), 'fits');
+  });
+
   describe('hostile archives: refused with INTEGRITY, nothing written outside the data directory', () => {
     let caseNumber = 0;
     /** Runs one archive into a fresh data directory; checks the refusal and that nothing outside changed. */
