@@ -21,7 +21,7 @@ import { chmod, lstat, mkdir, readFile, readdir, readlink, realpath, rm, symlink
 import PQueue from 'p-queue';
 import { WalrusError, integrityError, localIoError, refusedError, usageError } from './errors.js';
 import { DigestTap, openObject } from './pipeline.js';
-import { PartitionWorkerPool } from './partition-workers.js';
+import { PartitionWorkerPool, partitionsAtOnce } from './partition-workers.js';
 import { readSentinel, resolveBackupName } from './backup-catalog.js';
 import type { BackupSentinel, PartitionRecord } from './backup-sentinel.js';
 import type { ServerRuntime } from './runtime.js';
@@ -53,7 +53,7 @@ export interface FetchProgress {
 export interface FetchBackupOptions {
   /** Tablespace locations instead of the sentinel's. */
   restoreSpec?: RestoreSpec;
-  /** Partitions fetched at once (default: the server's poolSize). */
+  /** Partitions fetched at once (default: the server's poolSize), at most one per core (partitionsAtOnce). */
   poolSize?: number;
   onProgress?: (p: FetchProgress) => void;
   /** fsync (default true); only tests turn it off. */
@@ -268,7 +268,7 @@ export async function fetchBackup(rt: ServerRuntime, dataDirectory: string, name
   const started = Date.now();
   const fsync = options.fsync ?? true;
   // Started first: their module loading (~0.1 s each) overlaps the checks and the sentinel's read.
-  const poolSize = Math.max(1, options.poolSize ?? rt.server.poolSize);
+  const poolSize = partitionsAtOnce(options.poolSize ?? rt.server.poolSize);
   const workers = new PartitionWorkerPool(rt.log);
   workers.prewarm(poolSize);
   try {

@@ -9,6 +9,7 @@
  * not yet consumed by the other side; memory per partition stays bounded whatever its size.
  */
 import { Readable } from 'node:stream';
+import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { WalrusError } from './errors.js';
 import type { Logger } from './log.js';
@@ -55,6 +56,15 @@ export interface DecodeHooks {
   onChunk?: (bytes: number) => void;
   /** Sees the first bytes (up to 16) before anything is posted; throws to refuse the object. */
   checkHead?: (head: Buffer) => void;
+}
+
+/**
+ * Partitions encoded or decoded at once for a poolSize: at most one per core. Each needs a worker
+ * thread, and the work is CPU-bound: more workers than cores only add memory (~15 MB each at rest,
+ * ~30-50 MB busy; backup-fetch with poolSize 4 on 2 cores peaked at ~197 MB against ~165 with 2).
+ */
+export function partitionsAtOnce(poolSize: number): number {
+  return Math.max(1, Math.min(poolSize, availableParallelism()));
 }
 
 export interface EncodeHooks {

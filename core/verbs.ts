@@ -112,7 +112,7 @@ export const VERBS: VerbSpec[] = [
     examples: ['walrus --config fleet.yaml --server db1 backup-push', 'walrus --config fleet.yaml --server db1 backup-push /var/lib/postgresql/15/main --pool-size 2'],
     options: {
       'while-offline': { type: 'boolean', description: 'back up a cleanly stopped cluster (reads pg_controldata)' },
-      'pool-size': { type: 'string', valueName: 'N', description: 'partitions uploaded at once (default: poolSize)' },
+      'pool-size': { type: 'string', valueName: 'N', description: 'partitions uploaded at once (default: poolSize; at most one per core)' },
       'rate-limit': { type: 'string', valueName: 'BYTES_PER_S', description: 'cap on reading the data directory (bytes/s; k, M, G suffixes are powers of 1024)' },
       fast: { type: 'boolean', description: 'request an immediate checkpoint (default: spread)' },
       'archive-timeout': { type: 'string', valueName: 'SECONDS', description: 'how long to wait for the stop segment to be archived (default 120)' },
@@ -144,7 +144,7 @@ export const VERBS: VerbSpec[] = [
     examples: ['walrus --config fleet.yaml --server db1 backup-fetch /var/lib/postgresql/15/main LATEST'],
     options: {
       'restore-spec': { type: 'string', valueName: 'FILE', description: 'JSON mapping tablespaces to new locations (WAL-E format)' },
-      'pool-size': { type: 'string', valueName: 'N', description: 'partitions fetched at once (default: poolSize)' },
+      'pool-size': { type: 'string', valueName: 'N', description: 'partitions fetched at once (default: poolSize; at most one per core)' },
       json: JSON_OPTION,
     },
     positionals: { min: 2, max: 2 },

@@ -17,7 +17,7 @@ import PQueue from 'p-queue';
 import { WalrusError, databaseError, refusedError, usageError } from '../errors.js';
 import { ArchiveLayout } from '../layout.js';
 import { writeCompressedObject, writeObject } from '../pipeline.js';
-import { PartitionWorkerPool } from '../partition-workers.js';
+import { PartitionWorkerPool, partitionsAtOnce } from '../partition-workers.js';
 import { WALRUS_PARTITION_LIMITS, planPartitions, type InlineFile, type Partition } from '../tar-partition.js';
 import { sealSentinel, type BackupSentinel, type PartitionRecord, type WalrusBackupInfo } from '../backup-sentinel.js';
 import type { DataFile, TablespaceSpec } from '../types.js';
@@ -322,7 +322,7 @@ class BackupWriter {
     const partitions = await planPartitions(files, WALRUS_PARTITION_LIMITS);
     const total = partitions.reduce((s, p) => s + p.bytes, 0);
     this.log.info('beginning volume compression', {
-      detail: `${partitions.length} partition${partitions.length === 1 ? '' : 's'}, ${files.length} entries, ${total} bytes; ${this.o.poolSize} at once${this.o.rateLimit ? `, reading at most ${this.o.rateLimit} bytes/s` : ''}.`,
+      detail: `${partitions.length} partition${partitions.length === 1 ? '' : 's'}, ${files.length} entries, ${total} bytes; ${partitionsAtOnce(this.o.poolSize)} at once${this.o.rateLimit ? `, reading at most ${this.o.rateLimit} bytes/s` : ''}.`,
       structured: { action: 'push-backup', backup: name, partitions: partitions.length, bytes: total, state: 'begin' },
     });
     const progress = new ProgressLine(this.o.progress, total);
@@ -331,7 +331,7 @@ class BackupWriter {
       this.records = await uploadPartitions(
         { rt: this.rt, workers: this.workers, name, log: this.log, onBytes: progress.add, throttle: limiter?.take },
         partitions,
-        this.o.poolSize,
+        partitionsAtOnce(this.o.poolSize),
       );
     } finally {
       progress.finish();
@@ -410,7 +410,7 @@ class BackupWriter {
 export async function pushBackup(rt: ServerRuntime, o: BackupPushOptions): Promise<BackupPushSummary> {
   // Started first: their module loading overlaps connecting and pg_backup_start's checkpoint.
   const workers = new PartitionWorkerPool(rt.log);
-  workers.prewarm(o.poolSize);
+  workers.prewarm(partitionsAtOnce(o.poolSize));
   try {
     return await (o.offline ? pushOffline(rt, o, workers) : pushOnline(rt, o, workers));
   } finally {

@@ -13,7 +13,8 @@ import { mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { PartitionWorkerPool } from '../../core/partition-workers.js';
+import { PartitionWorkerPool, partitionsAtOnce } from '../../core/partition-workers.js';
+import { availableParallelism } from 'node:os';
 import { decodePartition } from '../../core/partition-decode.js';
 import type { PartitionJob } from '../../core/partition-worker-protocol.js';
 import { fetchBackup, RESTORE_INCOMPLETE_MARKER } from '../../core/backup-restore.js';
@@ -79,6 +80,14 @@ after(async () => {
 });
 
 describe('PartitionWorkerPool', () => {
+  it('partitions at once: poolSize, at most one per core, at least one', () => {
+    const cores = availableParallelism();
+    assert.equal(partitionsAtOnce(1), 1);
+    assert.equal(partitionsAtOnce(0), 1);
+    assert.equal(partitionsAtOnce(64), Math.min(64, cores));
+    assert.equal(partitionsAtOnce(cores + 1), cores);
+  });
+
   it('writes the files of a partition and reports the SHA-256 of the stored bytes and of the tar', async () => {
     const big = randomBytes(3 * 1024 * 1024 + 123);
     const text = Buffer.from('15\n');
