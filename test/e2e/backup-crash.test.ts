@@ -139,7 +139,13 @@ test('backup-fetch killed mid-transfer: a rerun exits 5 with a hint naming the d
   proxy.configure({ trickle: { direction: 'response', bytesPerTick: 64 * 1024, tickMs: 50 } });
   proxy.resetStats();
   try {
-    await killMidway(['backup-fetch', target, firstBackup], () => proxy.waitFor((s) => s.responseBodyBytes > 1024 * 1024, 60_000));
+    await killMidway(['backup-fetch', target, firstBackup], async () => {
+      await proxy.waitFor((s) => s.responseBodyBytes > 1024 * 1024, 60_000);
+      // the partition workers write once their first bytes are decoded, which lags the transfer on a loaded machine
+      for (const deadline = Date.now() + 60_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+        if ((await readdir(target).catch(() => [] as string[])).length > 1) return;
+      }
+    });
   } finally {
     proxy.configure({ trickle: null });
   }
