@@ -38,15 +38,14 @@ function rate(bytes: number, ms: number): string {
 /**
  * A segment pushed ahead, recorded in pg_wal/.walrus/pushed/<name> as one line that
  * bin/walrus-push-hit (archive_command's sh front) reads too:
- *   <ino> <size> <mtime: seconds.nanoseconds> <config stamp> <mtimeMs> <sha256 or -> <key>
- * (the mtime as `stat -c %.9Y` prints it). The config stamp (`<mtime seconds.nanoseconds>:<size>`
- * of the fleet config file when it was pushed, `-` when unknown) lets the sh front trust it only
- * while the config is unchanged; the full path compares the key instead.
+ *   <ino> <size> <mtime: seconds.nanoseconds> <config stamp> <sha256 or -> <key>
+ * The first three are the file's identity as `stat -c '%i %s %.9Y'` prints it, compared the same
+ * way by both. The config stamp (`<mtime seconds.nanoseconds>:<size>` of the fleet config file
+ * when it was pushed, `-` when unknown) lets the sh front trust it only while the config is
+ * unchanged; the full path compares the key instead.
  */
 interface PushMarker {
-  ino: number;
-  size: number;
-  mtimeMs: number;
+  identity: string;
   sha256: string;
   key: string;
 }
@@ -56,15 +55,20 @@ function exactMtime(s: BigIntStats): string {
   return `${s.mtimeNs / 1_000_000_000n}.${(s.mtimeNs % 1_000_000_000n).toString().padStart(9, '0')}`;
 }
 
-function formatPushMarker(info: { ino: number; size: number; mtimeMs: number }, mtime: string, configStamp: string, sha256: string, key: string): string {
-  return `${info.ino} ${info.size} ${mtime} ${configStamp} ${info.mtimeMs} ${sha256 || '-'} ${key}\n`;
+/** A file's inode, size and mtime as `stat -c '%i %s %.9Y'` prints them. */
+function fileIdentity(s: BigIntStats): string {
+  return `${s.ino} ${s.size} ${exactMtime(s)}`;
+}
+
+function formatPushMarker(identity: string, configStamp: string, sha256: string, key: string): string {
+  return `${identity} ${configStamp} ${sha256 || '-'} ${key}\n`;
 }
 
 /** Null for anything else (a marker an older walrus wrote as JSON is not trusted: the segment is checked in storage instead). */
 function parsePushMarker(text: string): PushMarker | null {
-  const m = /^(\d+) (\d+) ([0-9.]+) (\S+) ([0-9.]+) (\S+) (.+)\n$/.exec(text);
+  const m = /^(\d+ \d+ \d+\.\d{9}) \S+ (\S+) (.+)\n$/.exec(text);
   if (!m) return null;
-  return { ino: Number(m[1]), size: Number(m[2]), mtimeMs: Number(m[5]), sha256: m[6] === '-' ? '' : m[6]!, key: m[7]! };
+  return { identity: m[1]!, sha256: m[2] === '-' ? '' : m[2]!, key: m[3]! };
 }
 
 /** The stamp of the fleet config file that push markers carry (see PushMarker). */
@@ -124,15 +128,15 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
   const name = basename(path);
   if (!isWalFileName(name)) throw usageError(`'${path}' is not a WAL file name (segment, .history, .backup or .partial)`, { hint: "archive_command must pass %p: wal-push %p" });
   let info;
-  let mtime: string;
   try {
-    info = await stat(path);
-    mtime = exactMtime(await stat(path, { bigint: true }));
+    info = await stat(path, { bigint: true });
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`WAL file ${path} does not exist`, { hint: 'archive_command runs in the data directory and passes %p' });
     throw e;
   }
   if (!info.isFile()) throw usageError(`WAL file ${path} is not a regular file`);
+  const identity = fileIdentity(info);
+  const size = Number(info.size);
   const walDirectory = dirname(path);
   const key = rt.layout.walKey(name);
 
@@ -143,7 +147,7 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
   const marker = markerText === null ? null : parsePushMarker(markerText);
   if (markerText !== null && marker === null && !options.recordAsPushedAhead) await unlink(markerPath(walDirectory, name)).catch(() => {});
   if (marker) {
-    const current = marker.ino === info.ino && marker.size === info.size && marker.mtimeMs === info.mtimeMs && marker.key === key;
+    const current = marker.identity === identity && marker.key === key;
     if (current && options.recordAsPushedAhead) return 'pushed-ahead';
     if (!options.recordAsPushedAhead) await unlink(markerPath(walDirectory, name)).catch(() => {});
     if (current) {
@@ -172,7 +176,7 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
       detail: `${rt.storage.describe(key)} exists; ${how === 'same' ? 'its content equals' : 'no secret key here to read it back; its size matches an encoding of'} ${path}.`,
       structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', duplicate: true },
     });
-    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, mtime, key, '', options.configStamp ?? '-');
+    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, '', options.configStamp ?? '-');
     return 'already-archived';
   }
 
@@ -182,25 +186,25 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, seg: name, state: 'begin' },
   });
   const written = await writeObject(rt.storage, key, createReadStream(path), rt);
-  if (written.contentBytes !== info.size) {
+  if (written.contentBytes !== size) {
     // PostgreSQL never changes a finished segment; a different size means the file was not finished.
     await rt.storage.delete([key]).catch(() => {});
-    throw integrityError(`${path} changed size while being archived (${info.size} → ${written.contentBytes} bytes)`);
+    throw integrityError(`${path} changed size while being archived (${size} → ${written.contentBytes} bytes)`);
   }
   const ms = Date.now() - started;
   rt.log.info('completed archiving to a file', {
     detail: `Archiving to "${rt.storage.describe(key)}" complete at ${rate(written.contentBytes, ms)}KiB/s.`,
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, rate: rate(written.contentBytes, ms), seg: name, state: 'complete' },
   });
-  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, info, mtime, key, written.contentSha256, options.configStamp ?? '-');
+  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, written.contentSha256, options.configStamp ?? '-');
   return options.recordAsPushedAhead ? 'pushed-ahead' : 'archived';
 }
 
-async function recordPushedAhead(walDirectory: string, name: string, info: { ino: number; size: number; mtimeMs: number }, mtime: string, key: string, sha256: string, configStamp: string) {
+async function recordPushedAhead(walDirectory: string, name: string, identity: string, key: string, sha256: string, configStamp: string) {
   const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const temp = join(dir, `.${name}.${randomBytes(4).toString('hex')}`);
-  await writeFile(temp, formatPushMarker(info, mtime, configStamp, sha256, key), { mode: 0o600 });
+  await writeFile(temp, formatPushMarker(identity, configStamp, sha256, key), { mode: 0o600 });
   await rename(temp, join(dir, name));
 }
 

@@ -17,7 +17,8 @@ export const run: VerbRunner = async (ctx, [path], options) => {
   const poolSize = options['pool-size'] !== undefined ? Number(options['pool-size']) : rt.server.poolSize;
   const walDirectory = dirname(path);
   const ahead = poolSize > 1 ? await readySegmentsAfter(walDirectory, path.split('/').pop()!, poolSize * PUSHED_AHEAD_PER_SLOT - 1) : [];
-  const configStamp = await configStampOf(ctx.configPath);
+  // what the records of segments pushed ahead need (nothing when none is)
+  const configStamp = ahead.length ? await configStampOf(ctx.configPath) : '-';
   if (ahead.length && ctx.configPath) await recordPushFastPath(walDirectory, ctx.configPath, ctx.serverName ?? null).catch(() => {});
   // The asked-for file first and decides the exit code; segments pushed ahead only save later calls' time.
   const queue = new PQueue({ concurrency: Math.max(1, poolSize) });
