@@ -100,14 +100,45 @@ export class PartitionWorkerPool {
     while (this.all.size < n) this.idle.push(this.spawn());
   }
 
+  /** An idle worker (or a new one), referenced while it works for the caller: its messages are what the process waits for. */
+  private acquire(): Worker {
+    const worker = this.idle.pop() ?? this.spawn();
+    worker.ref();
+    return worker;
+  }
+
+  /** Back to the idle workers, or ended when it may not be reused (it crashed, or was told to abort). */
+  private release(worker: Worker, reusable: boolean): void {
+    worker.unref();
+    if (reusable) this.idle.push(worker);
+    else void worker.terminate();
+  }
+
+  /**
+   * Listens to `worker` for one job: its log lines go to this thread's logger, other messages to
+   * `handle`; its crash or exit is an INTERNAL error. Returns what stops listening.
+   */
+  private watch(worker: Worker, job: 'decode' | 'encode', handle: (m: FromWorker) => void, onCrash: (e: WalrusError) => void): () => void {
+    const onMessage = (m: FromWorker) => (m.type === 'log' ? this.log[m.level](m.message, m.fields) : handle(m));
+    const onError = (e: Error) => onCrash(new WalrusError('INTERNAL', `a partition ${job} worker failed: ${e.message}`, { cause: e }));
+    const onExit = (code: number) => onError(new Error(`it exited (code ${code})`));
+    worker.on('message', onMessage);
+    worker.on('error', onError);
+    worker.on('exit', onExit);
+    return () => {
+      worker.off('message', onMessage);
+      worker.off('error', onError);
+      worker.off('exit', onExit);
+    };
+  }
+
   /**
    * Streams `source` into a worker that decodes and extracts it. Rejects with the source's own
    * error when reading failed (the worker is aborted and has cleaned up by then), else with the
    * worker's error (a WalrusError keeps its kind and message).
    */
   async decode(job: PartitionJob, source: AsyncIterable<Buffer>, hooks: DecodeHooks = {}): Promise<PartitionDecodeResult> {
-    const worker = this.idle.pop() ?? this.spawn();
-    worker.ref(); // while it works for us, its messages are what the process waits for
+    const worker = this.acquire();
     let healthy = true;
     let inFlight = 0;
     let settled = false;
@@ -121,19 +152,14 @@ export class PartitionWorkerPool {
     const outcome = new Promise<PartitionDecodeResult>((resolve, reject) => {
       const finish = () => {
         settled = true;
-        worker.off('message', onMessage);
-        worker.off('error', onError);
-        worker.off('exit', onExit);
+        unwatch();
         wake();
       };
-      const onMessage = (m: FromWorker) => {
+      const unwatch = this.watch(worker, 'decode', (m) => {
         switch (m.type) {
           case 'ack':
             inFlight -= m.bytes;
             wake();
-            return;
-          case 'log':
-            this.log[m.level](m.message, m.fields);
             return;
           case 'done':
             finish();
@@ -144,16 +170,11 @@ export class PartitionWorkerPool {
             reject(deserializeError(m.error));
             return;
         }
-      };
-      const onError = (e: Error) => {
+      }, (crash) => {
         healthy = false;
         finish();
-        reject(new WalrusError('INTERNAL', `a partition decode worker failed: ${e.message}`, { cause: e }));
-      };
-      const onExit = (code: number) => onError(new Error(`it exited (code ${code})`));
-      worker.on('message', onMessage);
-      worker.on('error', onError);
-      worker.on('exit', onExit);
+        reject(crash);
+      });
     });
     outcome.catch(() => undefined); // awaited below; a failure while still sending must not be unhandled
 
@@ -208,9 +229,7 @@ export class PartitionWorkerPool {
       // The source's failure is the cause of whatever the worker saw after it.
       throw sourceFailure ?? e;
     } finally {
-      worker.unref();
-      if (healthy) this.idle.push(worker);
-      else void worker.terminate();
+      this.release(worker, healthy);
     }
   }
 
@@ -222,8 +241,7 @@ export class PartitionWorkerPool {
    * fails with too.
    */
   encode(job: PartitionEncodeJob, hooks: EncodeHooks = {}): EncodedPartition {
-    const worker = this.idle.pop() ?? this.spawn();
-    worker.ref();
+    const worker = this.acquire();
     const post = (m: ToWorker) => worker.postMessage(m);
     let settled = false;
     // A worker told to abort is not reused: the abort might reach it after its next job started.
@@ -252,19 +270,15 @@ export class PartitionWorkerPool {
     });
     const finish = (healthy: boolean) => {
       settled = true;
-      worker.off('message', onMessage);
-      worker.off('error', onError);
-      worker.off('exit', onExit);
-      worker.unref();
-      if (healthy && !aborted) this.idle.push(worker);
-      else void worker.terminate();
+      unwatch();
+      this.release(worker, healthy && !aborted);
     };
     const fail = (e: Error, healthy: boolean) => {
       finish(healthy);
       output.destroy(e);
       rejectResult(e);
     };
-    const onMessage = (m: FromWorker) => {
+    const unwatch = this.watch(worker, 'encode', (m) => {
       switch (m.type) {
         case 'output': {
           const data = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
@@ -285,9 +299,6 @@ export class PartitionWorkerPool {
             (e: unknown) => output.destroy(e instanceof Error ? e : new Error(String(e))),
           );
           return;
-        case 'log':
-          this.log[m.level](m.message, m.fields);
-          return;
         case 'encoded':
           finish(true);
           output.push(null);
@@ -299,12 +310,7 @@ export class PartitionWorkerPool {
         default:
           return;
       }
-    };
-    const onError = (e: Error) => fail(new WalrusError('INTERNAL', `a partition encode worker failed: ${e.message}`, { cause: e }), false);
-    const onExit = (code: number) => onError(new Error(`it exited (code ${code})`));
-    worker.on('message', onMessage);
-    worker.on('error', onError);
-    worker.on('exit', onExit);
+    }, (crash) => fail(crash, false));
     // Inline files' bytes are copied by postMessage (structured clone); partitions list paths only.
     post({ type: 'encode', job });
     return { output, result };
