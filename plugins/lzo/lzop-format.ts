@@ -27,22 +27,14 @@ interface LzoNative {
   compress(input: Buffer, output: Buffer): { err: number; len: number };
   decompress(input: Buffer, output: Buffer): { err: number; len: number };
 }
-/** lzoconf.h's error names, for messages. */
-const LZO_ERRORS: Record<number, string> = {
-  [-1]: 'LZO_E_ERROR',
-  [-2]: 'LZO_E_OUT_OF_MEMORY',
-  [-4]: 'LZO_E_INPUT_OVERRUN',
-  [-5]: 'LZO_E_OUTPUT_OVERRUN',
-  [-6]: 'LZO_E_LOOKBEHIND_OVERRUN',
-  [-7]: 'LZO_E_EOF_NOT_FOUND',
-  [-8]: 'LZO_E_INPUT_NOT_CONSUMED',
-};
 // `lzo` is CommonJS without type declarations. Loaded on first use so that importing this module
 // (e.g. for recognizes()) does not load the native addon. The addon is where node-gyp builds it
-// (the package's own loader, `bindings`, looks there first).
-let loadedNative: LzoNative | undefined;
-function lzoNative(): LzoNative {
-  return (loadedNative ??= createRequire(import.meta.url)('lzo/build/Release/node_lzo.node') as LzoNative);
+// (the package's own loader, `bindings`, looks there first); the package gives the error names.
+let loadedNative: { calls: LzoNative; errors: Record<string, string> } | undefined;
+function lzoNative(): { calls: LzoNative; errors: Record<string, string> } {
+  if (loadedNative) return loadedNative;
+  const require = createRequire(import.meta.url);
+  return (loadedNative = { calls: require('lzo/build/Release/node_lzo.node') as LzoNative, errors: (require('lzo') as { errors: Record<string, string> }).errors });
 }
 
 /** LZO1X-1's worst case for `n` input bytes (what the package's wrapper allocates). */
@@ -53,16 +45,18 @@ let compressScratch: Buffer | null = null;
 function lzoCompressInScratch(data: Buffer): Buffer {
   const bound = compressBound(data.length);
   if (!compressScratch || compressScratch.length < bound) compressScratch = Buffer.allocUnsafeSlow(Math.max(bound, compressBound(LZOP_BLOCK_SIZE)));
-  const r = lzoNative().compress(data, compressScratch);
-  if (r.err !== 0) throw new Error(`LZO compression failed: ${LZO_ERRORS[r.err] ?? r.err}`);
+  const lzo = lzoNative();
+  const r = lzo.calls.compress(data, compressScratch);
+  if (r.err !== 0) throw new Error(`LZO compression failed: ${lzo.errors[r.err] ?? r.err}`);
   return compressScratch.subarray(0, r.len);
 }
 
 /** A block decompressed into a new buffer of `dstLength` bytes; the part it filled (the caller checks it filled all). */
 function lzoDecompressBlock(payload: Buffer, dstLength: number): Buffer {
   const out = Buffer.allocUnsafe(dstLength);
-  const r = lzoNative().decompress(payload, out);
-  if (r.err !== 0) throw new Error(`Decompression failed with code: ${LZO_ERRORS[r.err] ?? r.err}`);
+  const lzo = lzoNative();
+  const r = lzo.calls.decompress(payload, out);
+  if (r.err !== 0) throw new Error(`Decompression failed with code: ${lzo.errors[r.err] ?? r.err}`);
   return out.subarray(0, r.len);
 }
 
