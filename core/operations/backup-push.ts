@@ -320,9 +320,10 @@ class BackupWriter {
 
   async putDataFiles(name: string, files: DataFile[]): Promise<number> {
     const partitions = await planPartitions(files, WALRUS_PARTITION_LIMITS);
+    const atOnce = partitionsAtOnce(this.o.poolSize);
     const total = partitions.reduce((s, p) => s + p.bytes, 0);
     this.log.info('beginning volume compression', {
-      detail: `${partitions.length} partition${partitions.length === 1 ? '' : 's'}, ${files.length} entries, ${total} bytes; ${partitionsAtOnce(this.o.poolSize)} at once${this.o.rateLimit ? `, reading at most ${this.o.rateLimit} bytes/s` : ''}.`,
+      detail: `${partitions.length} partition${partitions.length === 1 ? '' : 's'}, ${files.length} entries, ${total} bytes; ${atOnce} at once${this.o.rateLimit ? `, reading at most ${this.o.rateLimit} bytes/s` : ''}.`,
       structured: { action: 'push-backup', backup: name, partitions: partitions.length, bytes: total, state: 'begin' },
     });
     const progress = new ProgressLine(this.o.progress, total);
@@ -331,7 +332,7 @@ class BackupWriter {
       this.records = await uploadPartitions(
         { rt: this.rt, workers: this.workers, name, log: this.log, onBytes: progress.add, throttle: limiter?.take },
         partitions,
-        partitionsAtOnce(this.o.poolSize),
+        atOnce,
       );
     } finally {
       progress.finish();
