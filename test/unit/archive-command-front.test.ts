@@ -26,14 +26,13 @@ after(async () => {
   await temp.cleanup();
 });
 
-const segments = segmentNames;
 
 /** A data directory whose pg_wal holds `count` ready segments (small fake ones), a file storage and a config. */
 async function scene(first: string, count: number, poolSize = 2) {
   const dataDirectory = join(temp.path, `data${++n}`);
   const pgWal = join(dataDirectory, 'pg_wal');
   await mkdir(join(pgWal, 'archive_status'), { recursive: true });
-  const names = segments(first, count);
+  const names = segmentNames(first, count);
   for (const name of names) {
     await writeFile(join(pgWal, name), randomBytes(64 * 1024));
     await writeFile(join(pgWal, 'archive_status', `${name}.ready`), '');

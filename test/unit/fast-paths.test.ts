@@ -21,7 +21,6 @@ import { FELL_THROUGH, logMessages, makeTempDirectory, runShFront, runWalrus, se
 let temp: { path: string; cleanup: () => Promise<void> };
 let n = 0;
 
-const segments = segmentNames;
 
 /** A fresh data directory whose pg_wal/.walrus/prefetch/ holds `prefetched` (small fake segments). */
 async function scene(prefetched: string[]) {
@@ -55,7 +54,7 @@ after(async () => {
 
 describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
   test('takes a prefetched segment without loading the config: DEST has its bytes, .last-requested names it, INFO line', async () => {
-    const names = segments('000000010000000000000020', 9);
+    const names = segmentNames('000000010000000000000020', 9);
     const s = await scene(names);
     const config = await unloadableConfig();
     await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
@@ -70,7 +69,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
   });
 
   test('--log-level warn: no line; --log-format json: one JSON record', async () => {
-    const names = segments('000000010000000000000030', 10);
+    const names = segmentNames('000000010000000000000030', 10);
     const s = await scene(names);
     const config = await unloadableConfig();
     await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
@@ -93,7 +92,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     ['no settings were recorded', { noSettings: true }],
   ] as const) {
     test(`falls through to the full CLI when ${why}`, async () => {
-      const names = segments('000000010000000000000040', 9);
+      const names = segmentNames('000000010000000000000040', 9);
       const s = await scene(names);
       const config = await unloadableConfig();
       if (!('noSettings' in change)) await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
@@ -110,7 +109,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
   }
 
   test('with no follower running it still takes the segment and starts one', async () => {
-    const names = segments('000000010000000000000070', 9);
+    const names = segmentNames('000000010000000000000070', 9);
     const s = await scene(names.slice(0, 6));
     const config = await unloadableConfig();
     await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
@@ -124,7 +123,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
   });
 
   test('a segment that is not prefetched falls through (full CLI)', async () => {
-    const names = segments('000000010000000000000050', 9);
+    const names = segmentNames('000000010000000000000050', 9);
     const s = await scene(names.slice(1));
     const config = await unloadableConfig();
     await recordFastPathSettings(s.pgWal, config, 'db1', 'db1', 8);
@@ -142,7 +141,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     // a whole-second mtime, so the test can put it back exactly after rewriting the file below
     const mtime = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
     await utimes(config, mtime, mtime);
-    const names = segments('000000010000000000000060', 12);
+    const names = segmentNames('000000010000000000000060', 12);
     const contents = new Map<string, Buffer>();
     for (const name of names) {
       const c = randomBytes(16 * 1024 * 1024);
@@ -180,7 +179,7 @@ describe('wal-fetch prefetch-hit fast path (bin/walrus)', () => {
     assert.ok(!existsSync(join(prefetchDirectory(pgWal), 'follower.pid')), 'a follower that ends removes its pid file');
 
     // the same config, now unloadable but with the recorded mtime and size kept: only the fast path succeeds
-    const more = segments(nextSegmentName(names[names.length - 1]), 1)[0];
+    const more = segmentNames(nextSegmentName(names[names.length - 1]), 1)[0];
     await writeFile(join(prefetchDirectory(pgWal), more), contents.get(names[0])!);
     const text = await readFile(config);
     await writeFile(config, Buffer.alloc(text.length, '#'));
@@ -273,7 +272,7 @@ describe("restore_command's sh front (bin/walrus-prefetch-hit)", () => {
 
   /** A prefetched scene whose follower (a stand-in process) is alive, with the settings recorded. */
   async function followed(first: string, server: string | null = 'db1') {
-    const names = segments(first, 3);
+    const names = segmentNames(first, 3);
     const s = await scene(names);
     const config = await unloadableConfig();
     await recordFastPathSettings(s.pgWal, config, server, 'db1', 8);
