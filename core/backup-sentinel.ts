@@ -13,9 +13,10 @@ export interface PartitionRecord {
   /** part_00000000.tar.lzo → 0 */
   number: number;
   key: string;
-  /** Bytes of the tar before compression, and its SHA-256. */
+  /** Bytes of the tar before compression. */
   tarBytes: number;
-  tarSha256: string;
+  /** SHA-256 of the tar: written by earlier walrus versions only (the codec's checksums cover the tar since; see core/partition-encode.ts). */
+  tarSha256?: string;
   /** Bytes and SHA-256 of the object as stored (compressed, encrypted). */
   storedBytes: number;
   storedSha256: string;

@@ -48,6 +48,18 @@ export class ByteQueue {
     return parts;
   }
 
+  /**
+   * The first `n` bytes, removed: the chunk itself when they lie in one, else copied into
+   * `scratch` (at least `n` bytes long), whose contents the caller must use before the next call.
+   */
+  takeInto(n: number, scratch: Buffer): Buffer {
+    const parts = this.takeParts(n);
+    if (parts.length === 1) return parts[0]!;
+    let at = 0;
+    for (const part of parts) at += part.copy(scratch, at);
+    return scratch.subarray(0, n);
+  }
+
   take(n: number): Buffer {
     const parts = this.takeParts(n);
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts, n);

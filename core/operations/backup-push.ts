@@ -166,7 +166,7 @@ async function uploadPartition(u: UploadContext, partition: Partition, inline: I
     structured: { action: 'push-backup', key: where, partition: partition.number, state: 'begin' },
   });
   const began = Date.now();
-  // files → tar → SHA-256 → codec in a worker thread; cipher → storage here (plugin instances of this thread)
+  // files → tar → codec in a worker thread; cipher → storage here (plugin instances of this thread)
   const encoded = u.workers.encode(
     { codecSpec: rt.codec ? rt.server.compression : 'none', configDirectory: rt.fleet.directory, partition, inlineFiles: inline, throttled: !!u.throttle },
     { onBytesRead: u.onBytes, throttle: u.throttle },
@@ -183,7 +183,6 @@ async function uploadPartition(u: UploadContext, partition: Partition, inline: I
     number: partition.number,
     key,
     tarBytes: tar.tarBytes,
-    tarSha256: tar.tarSha256,
     storedBytes: stored.bytes,
     storedSha256: stored.sha256,
     members: memberCount(partition.files, inline),

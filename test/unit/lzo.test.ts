@@ -138,13 +138,29 @@ describe('lzo codec: walrus compress → lzop -d', () => {
     });
   }
 
-  test('blocks are byte-identical to what WAL-E (lzop -c) wrote for the same segment', async () => {
-    const original = readFileSync(`${WAL_DIR}/000000010000000200000031.lzo`);
+  test('byte-identical to lzop -c --crc32 from the first block on; the same compressed payloads as WAL-E (lzop -c) wrote', async () => {
     const ours = await walrusCompress(walSegment);
+    const lzop = (await runLzop(['-c', '--crc32'], walSegment)).stdout;
+    assert.equal(ours.length, lzop.length);
+    // the header differs only in mode and mtime (and so its checksum); everything from the first block on is identical
+    assert.ok(ours.subarray(FIRST_BLOCK).equals(lzop.subarray(FIRST_BLOCK)));
+    assert.ok(ours.subarray(0, 9 + 12).equals(lzop.subarray(0, 9 + 12)), 'same version, version needed, method, level and flags');
+    assert.equal(ours.readUInt32BE(9 + 8) & 0x1100, 0x1100, 'F_CRC32_D and F_H_CRC32');
+
+    // WAL-E's object (lzop -c: adler32) has the same blocks but for their 4-byte checksums
+    const original = readFileSync(`${WAL_DIR}/000000010000000200000031.lzo`);
     assert.equal(ours.length, original.length);
-    // header differs only in mode and mtime; everything from the first block on is identical
-    assert.ok(ours.subarray(FIRST_BLOCK).equals(original.subarray(FIRST_BLOCK)));
-    assert.ok(ours.subarray(0, 9 + 12).equals(original.subarray(0, 9 + 12)), 'same version, method, level and flags');
+    for (let at = FIRST_BLOCK, blocks = 0; ; blocks++) {
+      const dstLength = ours.readUInt32BE(at);
+      assert.equal(original.readUInt32BE(at), dstLength);
+      if (dstLength === 0) {
+        assert.ok(blocks > 0);
+        break;
+      }
+      const srcLength = ours.readUInt32BE(at + 4);
+      assert.ok(ours.subarray(at + 12, at + 12 + srcLength).equals(original.subarray(at + 12, at + 12 + srcLength)), `block ${blocks + 1} payload`);
+      at += 12 + srcLength;
+    }
   });
 
   test('random data is stored uncompressed (src_len == dst_len), as lzop does', async () => {

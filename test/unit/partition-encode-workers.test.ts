@@ -7,7 +7,7 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,7 +24,6 @@ import { createLzoCodec } from '../../plugins/lzo/index.js';
 
 const MiB = 1024 * 1024;
 const unlzop = (bytes: Buffer) => execFileSync('lzop', ['-dc'], { input: bytes, maxBuffer: 256 * MiB });
-const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 const tarMembers = (tar: Buffer) => execFileSync('tar', ['-tf', '-'], { input: tar, maxBuffer: 16 * MiB }).toString().split('\n').filter((l) => l !== '');
 const tarMember = (tar: Buffer, name: string) => execFileSync('tar', ['-xOf', '-', name], { input: tar, maxBuffer: 64 * MiB });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -101,7 +100,7 @@ after(async () => {
 });
 
 describe('PartitionWorkerPool.encode', () => {
-  it('lzo: lzop reads back the tar whose size and SHA-256 are reported, the same tar as encodePartition on this thread', async () => {
+  it('lzo: lzop reads back the tar whose size is reported, the same tar as encodePartition on this thread', async () => {
     const { big, small, partition } = await mixedPartition();
     const label = Buffer.from('START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n');
     const inlineFiles: InlineFile[] = [{ name: 'backup_label', content: label, mtime: MTIME }];
@@ -111,7 +110,6 @@ describe('PartitionWorkerPool.encode', () => {
     const r = await result;
     const tar = unlzop(compressed);
     assert.equal(r.tarBytes, tar.length);
-    assert.equal(r.tarSha256, sha256(tar));
 
     const here = await encodedHere(partition, createLzoCodec(), inlineFiles);
     const tarHere = unlzop(here.bytes);
@@ -132,7 +130,6 @@ describe('PartitionWorkerPool.encode', () => {
     const here = await encodedHere(partition, null);
     assert.ok(bytes.equals(here.bytes), 'not the tar encodePartition packs uncompressed');
     assert.equal(r.tarBytes, bytes.length);
-    assert.equal(r.tarSha256, sha256(bytes));
     assert.deepEqual(tarMembers(bytes), ['base/', 'base/1/', 'PG_VERSION', 'base/1/16384']);
   });
 
@@ -223,7 +220,6 @@ describe('PartitionWorkerPool.encode', () => {
     const tar = unlzop(await collect(output));
     const r = await result;
     assert.equal(r.tarBytes, tar.length);
-    assert.equal(r.tarSha256, sha256(tar));
     const here = unlzop((await encodedHere(partition, createLzoCodec())).bytes);
     assert.ok(tar.equals(here), 'not the tar encodePartition packs on this thread');
     const zeros = tarMember(tar, 'base/1/2');
@@ -267,7 +263,6 @@ describe('PartitionWorkerPool.encode', () => {
     const tar = unlzop(await collect(second.output));
     const r = await second.result;
     assert.equal(r.tarBytes, tar.length);
-    assert.equal(r.tarSha256, sha256(tar));
     assert.ok(tarMember(tar, 'base/1/16384').equals(big));
     assert.equal(idle.length, 1, 'the worker that encoded the next partition went back to the pool');
     assert.notEqual(idle[0], taken);
