@@ -243,6 +243,20 @@ async function partitionsOf(rt: ServerRuntime, name: string, sentinel: BackupSen
   return numbers.map((n) => ({ number: n, key: listed.get(n)!.key, storedSize: listed.get(n)!.size, record: null }));
 }
 
+/**
+ * How long a partition takes to restore, in bytes-equivalent: what it decompresses to and writes,
+ * plus 256 KiB per member. Measured in one worker on the project machine: a partition of 256
+ * small files (7 MB) took 0.2-0.5 s, one 269 MB file 0.5-0.6 s, so a member costs what writing
+ * about a quarter of a megabyte does. The stored size alone misleads: a 1 GiB table of pgbench
+ * rows compresses to 74 MB, as much as 225 MB of its index. A WAL-E backup records neither, so
+ * its stored size is all there is.
+ */
+const BYTES_PER_MEMBER = 256 * 1024;
+function restoreWork(p: PartitionToFetch): number {
+  if (p.record) return p.record.tarBytes + p.record.members * BYTES_PER_MEMBER;
+  return p.storedSize ?? 0;
+}
+
 /** A DigestTap that reports each chunk's size as it passes (for progress). */
 class CountingTap extends DigestTap {
   constructor(private readonly onBytes: (n: number) => void) {
@@ -402,8 +416,8 @@ async function fetchWithWorkers(
     }
   };
 
-  // Largest first: a big partition started last would run alone at the end while the other workers idle.
-  const largestFirst = partitions.slice().sort((a, b) => (b.storedSize ?? 0) - (a.storedSize ?? 0) || a.number - b.number);
+  // Longest first: a long partition started last would run alone at the end while the other workers idle.
+  const largestFirst = partitions.slice().sort((a, b) => restoreWork(b) - restoreWork(a) || a.number - b.number);
   const queue = new PQueue({ concurrency: poolSize });
   const results = await Promise.allSettled(largestFirst.map((p) => queue.add(() => fetchOne(p))));
   if (firstFailure === null) {

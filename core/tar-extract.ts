@@ -262,7 +262,7 @@ async function writeFileEntry(extraction: Extraction, parts: string[], header: H
       for await (const chunk of stream) {
         writeChunk(fd, chunk, target);
         written += chunk.length;
-        writeback?.wrote(chunk.length);
+        if (writeback?.wrote(chunk.length)) await yieldToEventLoop();
       }
     } catch (error) {
       // The entry stream fails when the archive stops short ("Unexpected end of data", or
@@ -323,9 +323,16 @@ class EarlyWriteback {
 
   constructor(private readonly fd: number) {}
 
-  wrote(bytes: number): void {
+  /**
+   * Counts written bytes; true once WRITEBACK_EVERY_BYTES are written since the last flush began.
+   * The caller then lets the event loop turn (yieldToEventLoop): while decoded data keeps coming,
+   * the extraction runs from one microtask to the next and the loop would never see the flush
+   * complete, so no other flush of the file would start until its end.
+   */
+  wrote(bytes: number): boolean {
     this.unflushed += bytes;
-    if (this.unflushed < WRITEBACK_EVERY_BYTES || this.inFlight !== null) return;
+    if (this.unflushed < WRITEBACK_EVERY_BYTES) return false;
+    if (this.inFlight !== null) return true;
     this.unflushed = 0;
     this.inFlight = fdatasyncInPool(this.fd).then(
       () => {
@@ -336,6 +343,7 @@ class EarlyWriteback {
         this.failure ??= error;
       },
     );
+    return false;
   }
 
   /** Waits for the flush in flight; throws the first flush failure. */
@@ -344,6 +352,9 @@ class EarlyWriteback {
     if (this.failure !== null) throw this.failure;
   }
 }
+
+/** Resolves after the event loop has polled for I/O once (setImmediate runs after the poll phase). */
+const yieldToEventLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function closeQuietly(fd: number): void {
   try {
