@@ -77,7 +77,7 @@ export interface FetchResult {
   seconds: number;
 }
 
-interface PartitionToFetch {
+export interface PartitionToFetch {
   number: number;
   key: string;
   storedSize: number | null;
@@ -252,7 +252,7 @@ async function partitionsOf(rt: ServerRuntime, name: string, sentinel: BackupSen
  * its stored size is all there is.
  */
 const BYTES_PER_MEMBER = 256 * 1024;
-function restoreWork(p: PartitionToFetch): number {
+export function restoreWork(p: PartitionToFetch): number {
   if (p.record) return p.record.tarBytes + p.record.members * BYTES_PER_MEMBER;
   return p.storedSize ?? 0;
 }

@@ -11,7 +11,7 @@ import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { WalrusError, integrityError, notFound, refusedError, usageError } from './errors.js';
 import { isSegmentName, isWalFileName, nextSegmentName } from './layout.js';
-import { ByteCounter, DigestTap, encodedSize, openObject, writeObject } from './pipeline.js';
+import { ByteCounter, DigestTap, encodedSize, openObject, writeObjectCounted } from './pipeline.js';
 import type { ServerRuntime } from './runtime.js';
 import { fsyncDirectory } from './durable-files.js';
 import { codecOfKey, walKeyCandidates } from './codec-by-suffix.js';
@@ -39,6 +39,8 @@ function rate(bytes: number, ms: number): string {
  * A segment pushed ahead, recorded in pg_wal/.walrus/pushed/<name> as one line that
  * bin/walrus-push-hit (archive_command's sh front) reads too:
  *   <ino> <size> <mtime: seconds.nanoseconds> <config stamp> <sha256 or -> <key>
+ * (walrus now always writes `-` for the SHA-256: hashing each segment cost as much as compressing
+ * it, and nothing compares it; the field stays where the sh front and older records have it)
  * The first three are the file's identity as `stat -c '%i %s %.9Y'` prints it, compared the same
  * way by both. The config stamp (`<mtime seconds.nanoseconds>:<size>` of the fleet config file
  * when it was pushed, `-` when unknown) lets the sh front trust it only while the config is
@@ -185,7 +187,7 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
     detail: `Uploading "${path}" to "${rt.storage.describe(key)}".`,
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, seg: name, state: 'begin' },
   });
-  const written = await writeObject(rt.storage, key, createReadStream(path), rt);
+  const written = await writeObjectCounted(rt.storage, key, createReadStream(path), rt);
   if (written.contentBytes !== size) {
     // PostgreSQL never changes a finished segment; a different size means the file was not finished.
     await rt.storage.delete([key]).catch(() => {});
@@ -196,7 +198,7 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
     detail: `Archiving to "${rt.storage.describe(key)}" complete at ${rate(written.contentBytes, ms)}KiB/s.`,
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, rate: rate(written.contentBytes, ms), seg: name, state: 'complete' },
   });
-  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, written.contentSha256, options.configStamp ?? '-');
+  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, '', options.configStamp ?? '-');
   return options.recordAsPushedAhead ? 'pushed-ahead' : 'archived';
 }
 

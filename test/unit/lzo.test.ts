@@ -163,6 +163,19 @@ describe('lzo codec: walrus compress → lzop -d', () => {
     }
   });
 
+  test('blocks put together from input chunks of any size (the scratch buffer) give the same bytes as one write', async () => {
+    const input = inputs['several MB random + compressible']!;
+    const whole = await walrusCompress(input);
+    for (const chunkSize of [1000, 100_000, LZOP_BLOCK_SIZE - 512, LZOP_BLOCK_SIZE + 1, 3 * LZOP_BLOCK_SIZE - 1]) {
+      const chunked = await run(codec.compress(), input, chunkSize);
+      assert.ok(chunked.subarray(FIRST_BLOCK).equals(whole.subarray(FIRST_BLOCK)), `chunks of ${chunkSize} bytes`);
+    }
+    const small = input.subarray(0, 600_000);
+    const tiny = await run(codec.compress(), small, 7);
+    assert.ok(tiny.subarray(FIRST_BLOCK).equals((await walrusCompress(small)).subarray(FIRST_BLOCK)), 'chunks of 7 bytes');
+    assert.ok((await runLzop(['-dc'], tiny)).stdout.equals(small));
+  });
+
   test('random data is stored uncompressed (src_len == dst_len), as lzop does', async () => {
     const input = randomBytes(1000);
     const compressed = await walrusCompress(input);
