@@ -417,9 +417,9 @@ async function fetchWithWorkers(
   };
 
   // Longest first: a long partition started last would run alone at the end while the other workers idle.
-  const largestFirst = partitions.slice().sort((a, b) => restoreWork(b) - restoreWork(a) || a.number - b.number);
+  const longestFirst = partitions.slice().sort((a, b) => restoreWork(b) - restoreWork(a) || a.number - b.number);
   const queue = new PQueue({ concurrency: poolSize });
-  const results = await Promise.allSettled(largestFirst.map((p) => queue.add(() => fetchOne(p))));
+  const results = await Promise.allSettled(longestFirst.map((p) => queue.add(() => fetchOne(p))));
   if (firstFailure === null) {
     const other = results.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
     if (other) firstFailure = other.reason;
