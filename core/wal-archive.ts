@@ -104,6 +104,9 @@ export async function recordPushFastPath(walDirectory: string, configPath: strin
 
 export type PushOutcome = 'archived' | 'already-archived' | 'pushed-ahead';
 
+/** Bytes per read of a WAL file being pushed: lzop's block size (plugins/lzo). */
+const SEGMENT_READ_BYTES = 256 * 1024;
+
 /**
  * If the archived copy exists: same content → fine; different → refuse (PostgreSQL's rule).
  * Without the secret key an encrypted copy cannot be read back: then the stored size is compared
@@ -187,7 +190,8 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
     detail: `Uploading "${path}" to "${rt.storage.describe(key)}".`,
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, seg: name, state: 'begin' },
   });
-  const written = await writeObjectCounted(rt.storage, key, createReadStream(path), rt);
+  // Read in lzop-block-sized chunks: each is then one block as it is, never copied together from 64 KiB reads.
+  const written = await writeObjectCounted(rt.storage, key, createReadStream(path, { highWaterMark: SEGMENT_READ_BYTES }), rt);
   if (written.contentBytes !== size) {
     // PostgreSQL never changes a finished segment; a different size means the file was not finished.
     await rt.storage.delete([key]).catch(() => {});
