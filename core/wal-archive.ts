@@ -48,7 +48,6 @@ function rate(bytes: number, ms: number): string {
  */
 interface PushMarker {
   identity: string;
-  sha256: string;
   key: string;
 }
 
@@ -62,15 +61,15 @@ function fileIdentity(s: BigIntStats): string {
   return `${s.ino} ${s.size} ${exactMtime(s)}`;
 }
 
-function formatPushMarker(identity: string, configStamp: string, sha256: string, key: string): string {
-  return `${identity} ${configStamp} ${sha256 || '-'} ${key}\n`;
+function formatPushMarker(identity: string, configStamp: string, key: string): string {
+  return `${identity} ${configStamp} - ${key}\n`;
 }
 
 /** Null for anything else (a marker an older walrus wrote as JSON is not trusted: the segment is checked in storage instead). */
 function parsePushMarker(text: string): PushMarker | null {
-  const m = /^(\d+ \d+ \d+\.\d{9}) \S+ (\S+) (.+)\n$/.exec(text);
+  const m = /^(\d+ \d+ \d+\.\d{9}) \S+ \S+ (.+)\n$/.exec(text);
   if (!m) return null;
-  return { identity: m[1]!, sha256: m[2] === '-' ? '' : m[2]!, key: m[3]! };
+  return { identity: m[1]!, key: m[2]! };
 }
 
 /** The stamp of the fleet config file that push markers carry (see PushMarker). */
@@ -181,7 +180,7 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
       detail: `${rt.storage.describe(key)} exists; ${how === 'same' ? 'its content equals' : 'no secret key here to read it back; its size matches an encoding of'} ${path}.`,
       structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', duplicate: true },
     });
-    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, '', options.configStamp ?? '-');
+    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, options.configStamp ?? '-');
     return 'already-archived';
   }
 
@@ -202,15 +201,15 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
     detail: `Archiving to "${rt.storage.describe(key)}" complete at ${rate(written.contentBytes, ms)}KiB/s.`,
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, rate: rate(written.contentBytes, ms), seg: name, state: 'complete' },
   });
-  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, '', options.configStamp ?? '-');
+  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, options.configStamp ?? '-');
   return options.recordAsPushedAhead ? 'pushed-ahead' : 'archived';
 }
 
-async function recordPushedAhead(walDirectory: string, name: string, identity: string, key: string, sha256: string, configStamp: string) {
+async function recordPushedAhead(walDirectory: string, name: string, identity: string, key: string, configStamp: string) {
   const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const temp = join(dir, `.${name}.${randomBytes(4).toString('hex')}`);
-  await writeFile(temp, formatPushMarker(identity, configStamp, sha256, key), { mode: 0o600 });
+  await writeFile(temp, formatPushMarker(identity, configStamp, key), { mode: 0o600 });
   await rename(temp, join(dir, name));
 }
 
@@ -247,9 +246,9 @@ export async function cleanPushMarkers(walDirectory: string): Promise<void> {
   for (const e of entries) {
     const p = join(dir, e);
     try {
+      if (e === PUSH_FAST_PATH_SH) continue;
       const s = await stat(p);
       const segmentGone = await stat(join(walDirectory, e)).then(() => false, () => true);
-      if (e === PUSH_FAST_PATH_SH) continue;
       if (segmentGone || now - s.mtimeMs > STALE_MS || e.startsWith('.')) await rm(p, { force: true });
     } catch {
       /* raced with another cleaner */
