@@ -365,11 +365,24 @@ async function replay(dataDirectory: string): Promise<number> {
   replayCluster = undefined;
   return ms;
 }
-async function walrusRestoreAndReplay() {
-  const targetW = join(work, 'restore-walrus');
+const targetW = join(work, 'restore-walrus');
+const targetP = join(work, 'restore-pgbr');
+/** walrus backup-fetch of the latest backup into a fresh targetW, after a sync. */
+async function walrusRestore(): Promise<Measured> {
   await rm(targetW, { recursive: true, force: true });
   await timed(['sync']);
-  const f = await timed(walrusCmd(`backup-fetch ${targetW} LATEST`).split(' '));
+  return timed(walrusCmd(`backup-fetch ${targetW} LATEST`).split(' '));
+}
+/** pgbackrest restore into a fresh, empty targetP owned by postgres, after a sync; `extra` arguments appended. */
+async function pgbackrestRestore(extra: string[] = []): Promise<Measured> {
+  await rm(targetP, { recursive: true, force: true });
+  await mkdir(targetP, { mode: 0o700 });
+  await chownToPostgres(targetP);
+  await timed(['sync']);
+  return timed([...pgbr(`restore --pg1-path=${targetP}`).split(' '), ...extra]);
+}
+async function walrusRestoreAndReplay() {
+  const f = await walrusRestore();
   fetchW.push(dataBytes / 1e6 / (f.ms / 1000));
   addRss('backup-fetch', f.rssKb);
   await writeFile(join(targetW, 'recovery.signal'), '');
@@ -385,13 +398,8 @@ async function walrusRestoreAndReplay() {
   await rm(targetW, { recursive: true, force: true });
 }
 async function pgbackrestRestoreAndReplay() {
-  const targetP = join(work, 'restore-pgbr');
-  await rm(targetP, { recursive: true, force: true });
-  await mkdir(targetP, { mode: 0o700 });
-  await chownToPostgres(targetP);
-  await timed(['sync']);
   const traceP = join(work, 'trace-pgbackrest.log');
-  const p = await timed([...pgbr(`restore --pg1-path=${targetP}`).split(' '), `--recovery-option=restore_command=${traced(pgbr(`--pg1-path=${targetP} archive-get %f "%p"`), traceP)}`]);
+  const p = await pgbackrestRestore([`--recovery-option=restore_command=${traced(pgbr(`--pg1-path=${targetP} archive-get %f "%p"`), traceP)}`]);
   fetchP.push(dataBytes / 1e6 / (p.ms / 1000));
   replayP.push(await replay(targetP));
   say(`pgBackRest: restore ${(p.ms / 1000).toFixed(2)} s, replay ${(replayP[replayP.length - 1] / 1000).toFixed(1)} s`);
@@ -400,20 +408,14 @@ async function pgbackrestRestoreAndReplay() {
 }
 // One restore of each tool first, not counted: the first restore after the backups and the WAL
 // load paid for whatever the machine was still doing (and, with DAMON's pageout here, for reading
-// back the tool's own binary and modules), 1.5-2 s more than the later ones whichever tool it was.
+// back the tool's own binary and modules), 1-2 s more than the later ones whichever tool it was.
 {
   say('warm-up: one restore of each tool, not counted');
-  const targetW = join(work, 'restore-walrus');
-  await timed(['sync']);
-  const w = await timed(walrusCmd(`backup-fetch ${targetW} LATEST`).split(' '));
+  const w = await walrusRestore();
   await rm(targetW, { recursive: true, force: true });
   let line = `warm-up: walrus restore ${(w.ms / 1000).toFixed(2)} s`;
   if (WITH_PGBR) {
-    const targetP = join(work, 'restore-pgbr');
-    await mkdir(targetP, { mode: 0o700 });
-    await chownToPostgres(targetP);
-    await timed(['sync']);
-    const p = await timed(pgbr(`restore --pg1-path=${targetP}`).split(' '));
+    const p = await pgbackrestRestore();
     await rm(targetP, { recursive: true, force: true });
     line += `, pgBackRest restore ${(p.ms / 1000).toFixed(2)} s`;
   }
