@@ -12,7 +12,8 @@
  *   BENCH_TRACE=1  log each restore_command call of the replays (name, exit status, ms) and print
  *                a summary per replay: where recovery waited for the archive
  *   BENCH_SKIP   comma list of figures to leave out: startup, wal-push, archiving (e.g. to measure
- *                backup, restore and replay alone, faster)
+ *                backup, restore and replay alone, faster), backup (backup, restore, replay and the
+ *                other verbs' RSS: the archiving figures alone)
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, existsSync, rmSync } from 'node:fs';
@@ -299,15 +300,26 @@ for (let run = 0; run < (SKIP.has('archiving') ? 0 : RUNS); run++) {
     say(`archiving ${SEGMENTS} segments, ${mode}, run ${run + 1}/${RUNS}`);
     await quiesce(archivers[mode]);
     const started = Date.now();
-    const { last } = await generateSegments();
+    const { last, loadMs } = await generateSegments();
     await waitArchived(last);
     const seconds = (Date.now() - started) / 1000;
+    say(`${mode}: load ${(loadMs / 1000).toFixed(2)} s, last segment archived ${(seconds - loadMs / 1000).toFixed(2)} s after it`);
     (catchUp[mode] ??= []).push((SEGMENTS * 16) / seconds);
   }
 }
 const rate = (mode: string) => (catchUp[mode] ? fig(catchUp[mode], 'MiB/s', 1) : undefined);
 if (!SKIP.has('archiving')) rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: 'archive-push sync', other: rate('pgBackRest sync'), higherIsBetter: true });
 if (!SKIP.has('archiving')) rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: `archive-push async, process-max ${POOL}`, other: rate('pgBackRest async'), higherIsBetter: true, target: 1 });
+
+async function finish() {
+  await cluster.stop('fast').catch(() => {});
+  await destroyAllClusters();
+  printTable();
+}
+if (SKIP.has('backup')) {
+  await finish();
+  process.exit(0);
+}
 
 // ------------------------------------------------------------------ 3. full backups
 
@@ -447,6 +459,4 @@ say('peak RSS of wal-fetch, wal-prefetch, verify, status, delete (dry run)');
   addRss('delete (dry run)', (await timed(walrusCmd('delete retain 1').split(' '), { check: false })).rssKb);
 }
 
-await cluster.stop('fast').catch(() => {});
-await destroyAllClusters();
-printTable();
+await finish();

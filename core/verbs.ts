@@ -57,14 +57,19 @@ export const VERBS: VerbSpec[] = [
   {
     name: 'wal-push',
     summary: "archive one WAL file (PostgreSQL's archive_command)",
-    usage: 'wal-push WAL_PATH',
+    usage: 'wal-push WAL_PATH | wal-push --follow PG_WAL',
     description:
       'Compresses, encrypts and uploads one file PostgreSQL finished (segment, .history, .backup, .partial) and exits 0 only once the object is complete in storage. ' +
       'An already archived file with the same content succeeds; with different content it is refused (exit 5). With poolSize > 1, up to 4 × poolSize - 1 of the next .ready segments are pushed ahead, poolSize at once, ' +
       'and recorded in pg_wal/.walrus/pushed/ so that PostgreSQL\'s calls for them return at once (through the sh front bin/walrus-push-hit, without starting node); archive_status/ is never touched. ' +
+      'For a running server (pushFollower, on by default) it then starts, detached, one `wal-push --follow PG_WAL` per pg_wal, which pushes each segment as soon as it is marked ready, ' +
+      'poolSize at once, until nothing was ready for 60 s, the server stops or the config changes; the front waits for a push in progress instead of starting node. ' +
       '`walrus export-pg SERVER` prints the archive_command to use.',
     examples: ["archive_command = '/bin/sh /opt/walrus/bin/walrus-push-hit /usr/bin/node /opt/walrus/bin/walrus --config /etc/walrus/fleet.yaml --server db1 wal-push %p'"],
-    options: { 'pool-size': { type: 'string', valueName: 'N', description: 'segments pushed at once (default: poolSize from the config)' } },
+    options: {
+      'pool-size': { type: 'string', valueName: 'N', description: 'segments pushed at once (default: poolSize from the config)' },
+      follow: { type: 'boolean', description: 'stay and push segments as the server marks them ready (started by wal-push)' },
+    },
     positionals: { min: 1, max: 1 },
     needsConfig: true,
     load: () => import('./operations/wal-push.js'),

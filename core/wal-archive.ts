@@ -61,6 +61,16 @@ function fileIdentity(s: BigIntStats): string {
   return `${s.ino} ${s.size} ${exactMtime(s)}`;
 }
 
+/** A file's identity (fileIdentity), or null when it does not exist. */
+export async function fileIdentityOf(path: string): Promise<string | null> {
+  try {
+    return fileIdentity(await stat(path, { bigint: true }));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
 function formatPushMarker(identity: string, configStamp: string, key: string): string {
   return `${identity} ${configStamp} - ${key}\n`;
 }
@@ -83,16 +93,21 @@ export async function configStampOf(configPath: string | undefined): Promise<str
   }
 }
 
+/** pg_wal/.walrus/pushed/: push records, the sh front's settings, the push follower's lock and asks. */
+export function pushedDirectory(walDirectory: string) {
+  return join(walDirectory, WALRUS_FOLDER, PUSHED);
+}
+
 function markerPath(walDirectory: string, name: string) {
-  return join(walDirectory, WALRUS_FOLDER, PUSHED, name);
+  return join(pushedDirectory(walDirectory), name);
 }
 
 /** Read by bin/walrus-push-hit: the config file (absolute) and --server as given, a line each. */
-const PUSH_FAST_PATH_SH = '.fast-path.sh';
+export const PUSH_FAST_PATH_SH = '.fast-path.sh';
 
 /** Lets archive_command's sh front take later calls for segments pushed ahead under this config and server. */
 export async function recordPushFastPath(walDirectory: string, configPath: string, server: string | null): Promise<void> {
-  const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
+  const dir = pushedDirectory(walDirectory);
   const wanted = `${resolve(configPath)}\n${server ?? ''}\n`;
   if ((await readFile(join(dir, PUSH_FAST_PATH_SH), 'utf8').catch(() => null)) === wanted) return;
   await mkdir(dir, { recursive: true, mode: 0o700 });
@@ -127,8 +142,17 @@ async function compareWithArchived(rt: ServerRuntime, path: string, name: string
   });
 }
 
+export interface PushOptions {
+  /** Pushed before PostgreSQL asks for it: skipped when a current record exists, recorded when pushed. */
+  recordAsPushedAhead?: boolean;
+  /** PostgreSQL's own call, recorded too once pushed (for a push follower started after it, which then skips it). */
+  recordWhenPushed?: boolean;
+  /** configStampOf the config it runs with, written into records. */
+  configStamp?: string;
+}
+
 /** Push one WAL file. `path` as PostgreSQL passes %p (relative to the data directory, the cwd). */
-export async function pushWalFile(rt: ServerRuntime, path: string, options: { recordAsPushedAhead?: boolean; configStamp?: string } = {}): Promise<PushOutcome> {
+export async function pushWalFile(rt: ServerRuntime, path: string, options: PushOptions = {}): Promise<PushOutcome> {
   const name = basename(path);
   if (!isWalFileName(name)) throw usageError(`'${path}' is not a WAL file name (segment, .history, .backup or .partial)`, { hint: "archive_command must pass %p: wal-push %p" });
   let info;
@@ -180,7 +204,7 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
       detail: `${rt.storage.describe(key)} exists; ${how === 'same' ? 'its content equals' : 'no secret key here to read it back; its size matches an encoding of'} ${path}.`,
       structured: { action: 'push-wal', key: rt.storage.describe(key), seg: name, state: 'complete', duplicate: true },
     });
-    if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, options.configStamp ?? '-');
+    if (options.recordAsPushedAhead || options.recordWhenPushed) await recordPushedAhead(walDirectory, name, identity, key, options.configStamp ?? '-');
     return 'already-archived';
   }
 
@@ -201,12 +225,12 @@ export async function pushWalFile(rt: ServerRuntime, path: string, options: { re
     detail: `Archiving to "${rt.storage.describe(key)}" complete at ${rate(written.contentBytes, ms)}KiB/s.`,
     structured: { action: 'push-wal', key: rt.storage.describe(key), prefix: rt.server.prefix, rate: rate(written.contentBytes, ms), seg: name, state: 'complete' },
   });
-  if (options.recordAsPushedAhead) await recordPushedAhead(walDirectory, name, identity, key, options.configStamp ?? '-');
+  if (options.recordAsPushedAhead || options.recordWhenPushed) await recordPushedAhead(walDirectory, name, identity, key, options.configStamp ?? '-');
   return options.recordAsPushedAhead ? 'pushed-ahead' : 'archived';
 }
 
 async function recordPushedAhead(walDirectory: string, name: string, identity: string, key: string, configStamp: string) {
-  const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
+  const dir = pushedDirectory(walDirectory);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const temp = join(dir, `.${name}.${randomBytes(4).toString('hex')}`);
   await writeFile(temp, formatPushMarker(identity, configStamp, key), { mode: 0o600 });
@@ -233,9 +257,13 @@ export async function readySegmentsAfter(walDirectory: string, name: string, cou
     .slice(0, count);
 }
 
-/** Remove push markers for segments that are gone or old (PostgreSQL removed or recycled them). */
+/**
+ * Remove push markers for segments that are gone or old (PostgreSQL removed or recycled them), and
+ * hidden files (a record being written, the sh front's asks, the follower's answers) older than 10
+ * minutes: left by a process that was killed. The follower's lock and the sh front's settings stay.
+ */
 export async function cleanPushMarkers(walDirectory: string): Promise<void> {
-  const dir = join(walDirectory, WALRUS_FOLDER, PUSHED);
+  const dir = pushedDirectory(walDirectory);
   let entries: string[];
   try {
     entries = await readdir(dir);
@@ -246,10 +274,10 @@ export async function cleanPushMarkers(walDirectory: string): Promise<void> {
   for (const e of entries) {
     const p = join(dir, e);
     try {
-      if (e === PUSH_FAST_PATH_SH) continue;
+      if (e === PUSH_FAST_PATH_SH || e === FOLLOWER_PID) continue;
       const s = await stat(p);
-      const segmentGone = await stat(join(walDirectory, e)).then(() => false, () => true);
-      if (segmentGone || now - s.mtimeMs > STALE_MS || e.startsWith('.')) await rm(p, { force: true });
+      const leftOver = e.startsWith('.') ? now - s.mtimeMs > 10 * 60 * 1000 : !isSegmentName(e) || (await stat(join(walDirectory, e)).then(() => false, () => true));
+      if (leftOver || now - s.mtimeMs > STALE_MS) await rm(p, { force: true });
     } catch {
       /* raced with another cleaner */
     }
@@ -440,7 +468,7 @@ async function answerAsks(rt: ServerRuntime, walDirectory: string): Promise<numb
 }
 
 /** Holds the pid of the one following prefetcher of a pg_wal (`wal-prefetch --follow`). */
-const FOLLOWER_PID = 'follower.pid';
+export const FOLLOWER_PID = 'follower.pid';
 
 export interface FollowOptions {
   /** Segments kept ready ahead of the last one recovery asked for. */
@@ -461,7 +489,7 @@ export async function followerRunning(walDirectory: string): Promise<boolean> {
   return Number.isInteger(pid) && pid > 0 && processAlive(pid);
 }
 
-function processAlive(pid: number): boolean {
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -470,8 +498,8 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Take the follower lock: false when another live follower holds it. */
-async function lockFollower(dir: string): Promise<boolean> {
+/** Take the follower lock of `dir` (follower.pid): false when another live follower holds it. */
+export async function lockFollower(dir: string): Promise<boolean> {
   const path = join(dir, FOLLOWER_PID);
   for (let attempt = 0; attempt < 2; attempt++) {
     try {

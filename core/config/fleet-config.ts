@@ -67,6 +67,8 @@ export interface ServerConfig {
   encryption: PluginBlock | null;
   poolSize: number;
   prefetch: number;
+  /** wal-push starts a push follower for a running server's pg_wal (core/wal-push-follower.ts). */
+  pushFollower: boolean;
   osUser: string;
   pgBinDirectory: string;
   logDirectory: string;
@@ -114,6 +116,7 @@ const DEFAULTS = {
   encryption: 'none',
   poolSize: 4,
   prefetch: 8,
+  pushFollower: true,
   osUser: 'postgres',
   pgBinDirectory: '/usr/lib/postgresql/15/bin',
   logDirectory: '/var/log/walrus',
@@ -240,6 +243,7 @@ export function loadFleetConfig(file: string, options: LoadOptions = {}): FleetC
       encryption,
       poolSize: setting('poolSize', DEFAULTS.poolSize).value,
       prefetch: setting('prefetch', DEFAULTS.prefetch).value,
+      pushFollower: setting('pushFollower', DEFAULTS.pushFollower).value,
       osUser: setting('osUser', DEFAULTS.osUser).value,
       pgBinDirectory: setting('pgBinDirectory', DEFAULTS.pgBinDirectory).value,
       logDirectory: setting('logDirectory', DEFAULTS.logDirectory).value,
