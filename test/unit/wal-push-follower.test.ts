@@ -153,3 +153,27 @@ test('pushFollower: false starts none, and --follow refuses a directory without 
   assert.equal(r.code, 2, r.stderr);
   assert.match(r.stderr, /is not the pg_wal of a running server/);
 });
+
+test('a follower killed while the front waits on it: the front runs the full wal-push, and the next wal-push starts a new follower', async () => {
+  const s = await scene('000000010000000000000060', 1);
+  assert.equal((await front(push(s, s.names[0]), s.dataDirectory)).code, 0);
+  const pid = await until('the follower', s.followerPid);
+  process.kill(pid, 'SIGSTOP'); // it can take no ask now
+  await s.finish(s.names[1], false);
+  const waiting = front(push(s, s.names[1]), s.dataDirectory, FELL_THROUGH);
+  await until('the ask', async () => existsSync(join(s.pushed, `.ask-${s.names[1]}`)));
+  process.kill(pid, 'SIGKILL');
+  const r = await waiting;
+  assert.match(r.stdout, /^FELL-THROUGH /, 'fell through once the follower was dead');
+  assert.ok(!existsSync(join(s.pushed, `.ask-${s.names[1]}`)), 'its ask removed');
+  assert.ok(!(await s.archived()).includes(`${s.names[1]}.lzo`), 'nothing pushed by the dead follower');
+
+  const full = await front(push(s, s.names[1]), s.dataDirectory);
+  assert.equal(full.code, 0, full.stderr);
+  assert.ok((await s.archived()).includes(`${s.names[1]}.lzo`));
+  const second = await until('a new follower, over the dead one\'s lock', async () => {
+    const p = await s.followerPid();
+    return p !== pid && p;
+  });
+  assert.ok(walrusProcessesMentioning(s.pgWal).includes(second as number));
+});
