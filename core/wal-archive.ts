@@ -3,7 +3,7 @@
  * (restore_command), prefetch the next ones. PostgreSQL's own bookkeeping (archive_status/*.ready,
  * *.done) is never touched: segments pushed ahead in parallel are recorded in pg_wal/.walrus/pushed/.
  */
-import { createReadStream, createWriteStream, existsSync, readFileSync, unlinkSync, watch, type BigIntStats } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readFileSync, unlinkSync, type BigIntStats } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -14,6 +14,7 @@ import { isSegmentName, isWalFileName, nextSegmentName } from './layout.js';
 import { ByteCounter, DigestTap, encodedSize, openObject, writeObjectCounted } from './pipeline.js';
 import type { ServerRuntime } from './runtime.js';
 import { fsyncDirectory } from './durable-files.js';
+import { DirectoryWaker } from './directory-waker.js';
 import { codecOfKey, walKeyCandidates } from './codec-by-suffix.js';
 
 /** walrus's own folder inside pg_wal (WAL-E used .wal-e/): push markers and prefetched segments. */
@@ -547,36 +548,7 @@ export async function followRecovery(rt: ServerRuntime, walDirectory: string, fi
   let lastRequest = '';
   // Wake on any change in the prefetch directory (a request, an ask, a segment taken), else poll.
   // A change while it was busy fetching is remembered: the next pause returns at once.
-  let wake: (() => void) | null = null;
-  let changed = false;
-  const watcher = (() => {
-    try {
-      return watch(dir, () => {
-        changed = true;
-        wake?.();
-      });
-    } catch {
-      return null;
-    }
-  })();
-  const pause = (ms: number) =>
-    new Promise<void>((resolvePause) => {
-      if (changed) {
-        changed = false;
-        resolvePause();
-        return;
-      }
-      const timer = setTimeout(() => {
-        wake = null;
-        resolvePause();
-      }, ms);
-      wake = () => {
-        clearTimeout(timer);
-        wake = null;
-        changed = false;
-        resolvePause();
-      };
-    });
+  const waker = new DirectoryWaker([dir]);
   const configStamp = async () => {
     const s = options.configPath ? await stat(options.configPath).catch(() => null) : null;
     return s ? `${s.ino}:${s.size}:${s.mtimeMs}` : '';
@@ -605,10 +577,10 @@ export async function followRecovery(rt: ServerRuntime, walDirectory: string, fi
         options.onActivity?.();
       }
       if (Date.now() - lastActivity > idleMs || (followsRecovery && !inRecovery())) return true;
-      await pause(archiveEnded ? endPollMs : fetched ? 0 : 250);
+      await waker.pause(archiveEnded ? endPollMs : fetched ? 0 : 250);
     }
   } finally {
-    watcher?.close();
+    waker.close();
   }
 }
 

@@ -17,10 +17,10 @@
  * process dead), or when the config file changes or archive_command names another one (a later
  * wal-push, which loads that config, starts another).
  */
-import { watch } from 'node:fs';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import PQueue from 'p-queue';
+import { DirectoryWaker } from './directory-waker.js';
 import { isSegmentName } from './layout.js';
 import type { ServerRuntime } from './runtime.js';
 import { cleanPushMarkers, configStampOf, fileIdentityOf, FOLLOWER_PID, PUSH_FAST_PATH_SH, lockFollower, processAlive, pushedDirectory, pushWalFile } from './wal-archive.js';
@@ -88,37 +88,7 @@ export async function followArchiving(rt: ServerRuntime, walDirectory: string, o
   };
 
   // Wake on any change in archive_status/ (a segment marked ready) or in pushed/ (an ask), else poll.
-  let wake: (() => void) | null = null;
-  let changed = false;
-  const notify = () => {
-    changed = true;
-    wake?.();
-  };
-  const watchers = [statusDirectory, dir].flatMap((d) => {
-    try {
-      return [watch(d, notify)];
-    } catch {
-      return [];
-    }
-  });
-  const pause = (ms: number) =>
-    new Promise<void>((done) => {
-      if (changed) {
-        changed = false;
-        done();
-        return;
-      }
-      const timer = setTimeout(() => {
-        wake = null;
-        done();
-      }, ms);
-      wake = () => {
-        clearTimeout(timer);
-        wake = null;
-        changed = false;
-        done();
-      };
-    });
+  const waker = new DirectoryWaker([statusDirectory, dir]);
 
   const queue = new PQueue({ concurrency: Math.max(1, options.poolSize) });
   const running = new Set<string>();
@@ -149,7 +119,7 @@ export async function followArchiving(rt: ServerRuntime, walDirectory: string, o
       // answered: by the record (written before this) or by .failed-NAME
       await rm(ask, { force: true }).catch(() => {});
       running.delete(name);
-      notify();
+      waker.notify();
     }
   };
 
@@ -174,13 +144,13 @@ export async function followArchiving(rt: ServerRuntime, walDirectory: string, o
         void queue.add(() => push(name, askedSet.has(name)));
       }
       if (running.size === 0 && now - lastActivity > idleMs) break;
-      await pause(running.size >= queue.concurrency ? 60_000 : pollMs);
+      await waker.pause(running.size >= queue.concurrency ? 60_000 : pollMs);
       if (recorded.size > 512) for (const name of [...recorded.keys()].slice(0, 256)) recorded.delete(name);
     }
     await queue.onIdle();
     await cleanPushMarkers(walDirectory).catch(() => {});
   } finally {
-    for (const w of watchers) w.close();
+    waker.close();
   }
   return true;
 }
