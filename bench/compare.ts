@@ -294,22 +294,37 @@ if (!SKIP.has('wal-push')) {
 // ------------------------------------------------------------------ 1. PostgreSQL drives archiving
 
 const catchUp: Record<string, number[]> = {};
+const tail: Record<string, number[]> = {};
+const busy: Record<string, number[]> = {};
+/** CPU seconds all cores have spent busy since boot (/proc/stat: user, nice, system, irq, softirq, steal). */
+async function machineCpuSeconds(): Promise<number> {
+  const [user, nice, system, , , irq, softirq, steal] = (await readFile('/proc/stat', 'utf8')).split('\n', 1)[0].trim().split(/\s+/).slice(1).map(Number);
+  return (user + nice + system + irq + softirq + steal) / 100;
+}
 const modes = WITH_PGBR ? (['walrus', 'pgBackRest sync', 'pgBackRest async'] as const) : (['walrus'] as const);
 for (let run = 0; run < (SKIP.has('archiving') ? 0 : RUNS); run++) {
   for (const mode of modes) {
     say(`archiving ${SEGMENTS} segments, ${mode}, run ${run + 1}/${RUNS}`);
     await quiesce(archivers[mode]);
     const started = Date.now();
+    const cpuBefore = await machineCpuSeconds();
     const { last, loadMs } = await generateSegments();
     await waitArchived(last);
     const seconds = (Date.now() - started) / 1000;
-    say(`${mode}: load ${(loadMs / 1000).toFixed(2)} s, last segment archived ${(seconds - loadMs / 1000).toFixed(2)} s after it`);
+    const cpu = (await machineCpuSeconds()) - cpuBefore;
+    say(`${mode}: load ${(loadMs / 1000).toFixed(2)} s, last segment archived ${(seconds - loadMs / 1000).toFixed(2)} s after it; the machine's CPU busy ${cpu.toFixed(1)} s`);
     (catchUp[mode] ??= []).push((SEGMENTS * 16) / seconds);
+    (tail[mode] ??= []).push(seconds - loadMs / 1000);
+    (busy[mode] ??= []).push(cpu);
   }
 }
 const rate = (mode: string) => (catchUp[mode] ? fig(catchUp[mode], 'MiB/s', 1) : undefined);
 if (!SKIP.has('archiving')) rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: 'archive-push sync', other: rate('pgBackRest sync'), higherIsBetter: true });
 if (!SKIP.has('archiving')) rows.push({ what: `archiving ${SEGMENTS} segs (load + catch-up)`, walrus: rate('walrus'), otherName: `archive-push async, process-max ${POOL}`, other: rate('pgBackRest async'), higherIsBetter: true, target: 1 });
+const tailFigure = (mode: string) => (tail[mode] ? fig(tail[mode], 's', 2) : undefined);
+if (!SKIP.has('archiving')) rows.push({ what: 'archiving: catch-up after the load ends', walrus: tailFigure('walrus'), otherName: `archive-push async, process-max ${POOL}`, other: tailFigure('pgBackRest async'), higherIsBetter: false });
+const busyFigure = (mode: string) => (busy[mode] ? fig(busy[mode], 'CPU s', 1) : undefined);
+if (!SKIP.has('archiving')) rows.push({ what: 'archiving: machine CPU busy, load + catch-up', walrus: busyFigure('walrus'), otherName: `archive-push async, process-max ${POOL}`, other: busyFigure('pgBackRest async'), higherIsBetter: false });
 
 async function finish() {
   await cluster.stop('fast').catch(() => {});
