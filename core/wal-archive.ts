@@ -486,7 +486,12 @@ export interface FollowOptions {
 
 /** Whether a live process holds pg_wal's follower lock (bin/walrus checks the same way). */
 export async function followerRunning(walDirectory: string): Promise<boolean> {
-  const pid = Number(await readFile(join(prefetchDirectory(walDirectory), FOLLOWER_PID), 'utf8').catch(() => ''));
+  return followerLockHeld(prefetchDirectory(walDirectory));
+}
+
+/** Whether a live process holds the follower lock (follower.pid) of `dir`. */
+export async function followerLockHeld(dir: string): Promise<boolean> {
+  const pid = Number(await readFile(join(dir, FOLLOWER_PID), 'utf8').catch(() => ''));
   return Number.isInteger(pid) && pid > 0 && processAlive(pid);
 }
 

@@ -23,7 +23,7 @@ import PQueue from 'p-queue';
 import { DirectoryWaker } from './directory-waker.js';
 import { isSegmentName } from './layout.js';
 import type { ServerRuntime } from './runtime.js';
-import { cleanPushMarkers, configStampOf, fileIdentityOf, FOLLOWER_PID, PUSH_FAST_PATH_SH, lockFollower, processAlive, pushedDirectory, pushWalFile } from './wal-archive.js';
+import { cleanPushMarkers, configStampOf, fileIdentityOf, followerLockHeld, PUSH_FAST_PATH_SH, lockFollower, processAlive, pushedDirectory, pushWalFile } from './wal-archive.js';
 
 /** The sh front's request to push NAME now and record it: `.ask-NAME` in pg_wal/.walrus/pushed/. */
 export const PUSH_ASK_PREFIX = '.ask-';
@@ -62,8 +62,7 @@ export async function serverRunningFor(walDirectory: string): Promise<boolean> {
 
 /** Whether a live push follower holds this pg_wal's lock. */
 export async function pushFollowerRunning(walDirectory: string): Promise<boolean> {
-  const pid = Number(await readFile(join(pushedDirectory(walDirectory), FOLLOWER_PID), 'utf8').catch(() => ''));
-  return Number.isInteger(pid) && pid > 0 && processAlive(pid);
+  return followerLockHeld(pushedDirectory(walDirectory));
 }
 
 /**

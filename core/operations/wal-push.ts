@@ -5,6 +5,7 @@ import PQueue from 'p-queue';
 import { cleanPushMarkers, configStampOf, pushWalFile, readySegmentsAfter, recordPushFastPath } from '../wal-archive.js';
 import { followArchiving, pushFollowerRunning, serverRunningFor } from '../wal-push-follower.js';
 import { usageError } from '../errors.js';
+import { isSegmentName } from '../layout.js';
 import type { VerbContext } from '../cli.js';
 import type { VerbRunner } from '../verbs.js';
 
@@ -63,7 +64,7 @@ export const run: VerbRunner = async (ctx, positionals, options) => {
   const queue = new PQueue({ concurrency: Math.max(1, poolSize) });
   const [main] = await Promise.allSettled([
     // recorded too when a follower is to start: it then skips it instead of pushing it again
-    queue.add(() => pushWalFile(rt, path, { recordWhenPushed: followed, configStamp })),
+    queue.add(() => pushWalFile(rt, path, { recordWhenPushed: followed && isSegmentName(name), configStamp })),
     ...ahead.map((aheadName) =>
       queue.add(() => pushWalFile(rt, join(walDirectory, aheadName), { recordAsPushedAhead: true, configStamp })).catch((e) => {
         ctx.log.warn(`parallel push of ${aheadName} failed; PostgreSQL will ask for it again`, { detail: (e as Error).message });
