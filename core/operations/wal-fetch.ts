@@ -1,5 +1,4 @@
 /** `wal-fetch WAL_NAME DESTINATION`: PostgreSQL's restore_command. */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import { EXIT, WalrusError } from '../errors.js';
@@ -7,6 +6,7 @@ import { isSegmentName } from '../layout.js';
 import { cleanPartialFiles, cleanPrefetched, fetchWalFile, followerRunning, recordFastPathSettings, recordRequested, segmentsAfter, takePrefetched } from '../wal-archive.js';
 import type { VerbRunner } from '../verbs.js';
 import { reportFailure, type VerbContext } from '../cli.js';
+import { startFollower } from '../start-follower.js';
 
 /**
  * During archive recovery (recovery.signal, no standby.signal) any exit status 1-125 makes
@@ -25,13 +25,8 @@ const RECOVERY_CODES: Partial<Record<WalrusError['kind'], number>> = {
 };
 
 /** Start a detached `walrus wal-prefetch --follow` after `name` unless one follows this pg_wal already. */
-async function startPrefetcher(ctx: VerbContext, walDirectory: string, name: string, count: number) {
-  const bin = process.argv[1];
-  if (!bin || basename(bin) !== 'walrus' || !ctx.configPath) return;
-  if (await followerRunning(walDirectory)) return;
-  const args = [bin, '--config', resolve(ctx.configPath), '--server', ctx.server().name, 'wal-prefetch', walDirectory, segmentsAfter(name, 1)[0], '--count', String(count), '--follow'];
-  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: ctx.env });
-  child.unref();
+function startPrefetcher(ctx: VerbContext, walDirectory: string, name: string, count: number) {
+  return startFollower(ctx, () => followerRunning(walDirectory), ['wal-prefetch', walDirectory, segmentsAfter(name, 1)[0], '--count', String(count), '--follow']);
 }
 
 export const run: VerbRunner = async (ctx, [name, dest]) => {

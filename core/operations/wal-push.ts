@@ -1,5 +1,4 @@
 /** `wal-push WAL_PATH`: PostgreSQL's archive_command. `wal-push --follow PG_WAL`: the push follower. */
-import { spawn } from 'node:child_process';
 import { basename, dirname, join, resolve } from 'node:path';
 import PQueue from 'p-queue';
 import { cleanPushMarkers, configStampOf, pushWalFile, readySegmentsAfter, recordPushFastPath } from '../wal-archive.js';
@@ -7,6 +6,7 @@ import { followArchiving, pushFollowerRunning, serverRunningFor } from '../wal-p
 import { usageError } from '../errors.js';
 import { isSegmentName } from '../layout.js';
 import type { VerbContext } from '../cli.js';
+import { startFollower } from '../start-follower.js';
 import type { VerbRunner } from '../verbs.js';
 
 /**
@@ -18,13 +18,8 @@ import type { VerbRunner } from '../verbs.js';
 const PUSHED_AHEAD_PER_SLOT = 4;
 
 /** Start a detached `walrus wal-push --follow PG_WAL` unless one follows this pg_wal already. */
-async function startPushFollower(ctx: VerbContext, walDirectory: string) {
-  const bin = process.argv[1];
-  if (!bin || basename(bin) !== 'walrus' || !ctx.configPath) return;
-  if (await pushFollowerRunning(walDirectory)) return;
-  const args = [bin, '--config', resolve(ctx.configPath), '--server', ctx.server().name, '--log-level', 'error', 'wal-push', '--follow', resolve(walDirectory)];
-  const child = spawn(process.execPath, args, { detached: true, stdio: 'ignore', env: ctx.env });
-  child.unref();
+function startPushFollower(ctx: VerbContext, walDirectory: string) {
+  return startFollower(ctx, () => pushFollowerRunning(walDirectory), ['--log-level', 'error', 'wal-push', '--follow', resolve(walDirectory)]);
 }
 
 const follow: VerbRunner = async (ctx, [walDirectory], options) => {
