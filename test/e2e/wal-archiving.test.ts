@@ -26,7 +26,7 @@ import {
 } from '../helpers/pg-cluster.js';
 import { startS3Server, S3RVER_CREDENTIALS, type S3TestServer } from '../helpers/s3-server.js';
 import { segmentNumber } from '../../core/layout.js';
-import { WALRUS_BIN, assertDistCurrent, simpleFleet, waitForWalrusProcesses, writeFleetConfig } from '../helpers/walrus-cli.js';
+import { WALRUS_BIN, assertDistCurrent, simpleFleet, waitForWalrusProcesses, walrusProcessesMentioning, writeFleetConfig } from '../helpers/walrus-cli.js';
 
 const FIXTURE_GPG = `${SHARED_FIXTURES}/wal-e-gpg`;
 const MIN_SEGMENTS = 10;
@@ -180,8 +180,12 @@ for (const variant of variants) {
       );
       assert.ok(Number(archiver[0]) >= segmentsWritten, `archived_count ${archiver[0]} covers the ${segmentsWritten} segments written`);
       phase('archiver caught up');
+      // wal-push started the push follower for this running server (pushFollower is on by default) ...
+      assert.ok(walrusProcessesMentioning(join(primary.dataDirectory, 'pg_wal')).length >= 1, "a push follower follows the primary's pg_wal");
       const expected = await databaseState(primary);
       await primary.stop('fast');
+      // ... and it ends on its own once the server has stopped
+      assert.deepEqual(await waitForWalrusProcesses(primary.dataDirectory, 30_000), [], 'the push follower still running 30 s after the server stopped (killed)');
 
       // Recovery: recovery.signal, restore_command = wal-fetch; replays the archive to its end, then promotes.
       await writeFile(join(replica.dataDirectory, 'recovery.signal'), '');
